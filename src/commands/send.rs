@@ -1,0 +1,89 @@
+//! `missive send`: one batch. Sends due letters until none are due or `--limit` is reached,
+//! then prints a summary. SIGINT/SIGTERM stop it cleanly: letters in flight finish, the others
+//! go back to the queue.
+
+use super::{progress_bar, shutdown_signal, Outcome};
+use crate::cli::SendArgs;
+use crate::config::Settings;
+use crate::startup::App;
+use crate::worker::RunOptions;
+use std::time::Duration;
+
+pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Outcome> {
+    let app = App::build(settings).await?;
+    if let Some(c) = &args.campaign {
+        app.registry.get(c)?;
+    }
+    let dispatcher = app.dispatcher();
+    let waiting = app.queue.status(args.campaign.as_deref()).await?;
+    let due: i64 = waiting
+        .by_state
+        .iter()
+        .filter(|(s, _)| {
+            matches!(
+                s,
+                crate::domain::LetterState::Queued | crate::domain::LetterState::Deferred
+            )
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let total = args.limit.map_or(due as u64, |l| l.min(due as u64));
+    let bar = progress_bar(Some(total), "sending");
+    let counters = dispatcher.counters();
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(counters.finished());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    eprintln!("sending through the {}", dispatcher.transport().describe());
+    let summary = dispatcher
+        .run(
+            &RunOptions {
+                campaign: args.campaign.clone(),
+                limit: args.limit,
+                continuous: false,
+            },
+            shutdown_signal(),
+        )
+        .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    app.queue.close().await;
+    let summary = summary?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "sent {}, deferred {}, failed {}, in doubt {}, expired {} in {:.1} s ({:.0} letters/s)",
+            summary.sent,
+            summary.deferred,
+            summary.failed,
+            summary.in_doubt,
+            summary.expired,
+            summary.seconds,
+            summary.attempted() as f64 / summary.seconds.max(1e-9)
+        );
+    }
+    if summary.released > 0 {
+        eprintln!(
+            "stopped early: {} claimed letter(s) handed back to the queue",
+            summary.released
+        );
+    }
+    if summary.recovered_in_doubt > 0 {
+        eprintln!(
+            "note: {} letter(s) were left mid-send by a worker that stopped; they are marked in_doubt",
+            summary.recovered_in_doubt
+        );
+    }
+    let problems = summary.failed + summary.in_doubt + summary.expired;
+    if problems > 0 {
+        eprintln!("hint: `missive status` shows the server replies; `missive retry --failed` queues failed letters again");
+        return Ok(Outcome::Problems);
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,418 @@
+//! `campaign.toml` and the folder around it: the raw TOML shape (strict: unknown keys are
+//! errors), and the checked `Campaign` with its targets and compiled templates.
+
+use super::render::Templates;
+use super::Problem;
+use crate::domain::{CampaignSlug, EmailAddress, LanguageTag, TargetId};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    languages: Vec<String>,
+    default_language: String,
+    #[serde(default)]
+    letter_language: Option<String>,
+    #[serde(default)]
+    confirm: bool,
+    organisation: RawOrganisation,
+    #[serde(default)]
+    sending: RawSending,
+    #[serde(default)]
+    text: BTreeMap<String, RawText>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrganisation {
+    name: String,
+    sender: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSending {
+    rate_per_second: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawText {
+    title: String,
+    summary: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    id: String,
+    #[serde(default)]
+    name: String,
+    title: String,
+    institution: String,
+    email: String,
+    language: String,
+    time_zone: String,
+    #[serde(default)]
+    salutation: BTreeMap<String, String>,
+}
+
+/// In which language each letter is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LetterLanguage {
+    /// The signer's chosen language, when the campaign offers it.
+    Signer,
+    /// The target's own language, when the campaign offers it.
+    Target,
+}
+
+/// The organisation running the campaign: letters go out from its address.
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    pub name: String,
+    /// The `From` address (the signer's name is its display name) and envelope sender.
+    pub sender: EmailAddress,
+}
+
+/// A campaign's title and summary in one language.
+#[derive(Debug, Clone)]
+pub struct CampaignText {
+    pub title: String,
+    pub summary: String,
+}
+
+/// An authority that receives one letter from each signer.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: TargetId,
+    /// A personal name, or empty when the letter addresses the office.
+    pub name: String,
+    pub title: String,
+    pub institution: String,
+    pub email: EmailAddress,
+    pub language: LanguageTag,
+    pub time_zone: chrono_tz::Tz,
+    /// The opening line in each language the campaign offers.
+    pub salutation: BTreeMap<LanguageTag, String>,
+}
+
+impl Target {
+    /// The display name in the `To` header: the person's name, else the office's title.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.title
+        } else {
+            &self.name
+        }
+    }
+}
+
+/// A loaded, checked campaign.
+#[derive(Debug)]
+pub struct Campaign {
+    pub slug: CampaignSlug,
+    pub dir: PathBuf,
+    pub languages: Vec<LanguageTag>,
+    pub default_language: LanguageTag,
+    pub letter_language: LetterLanguage,
+    /// Whether signatures wait for the signer to confirm by email before letters are created.
+    pub confirm: bool,
+    pub organisation: Organisation,
+    /// Campaign-wide cap on letters per second, if any.
+    pub rate_per_second: Option<f64>,
+    pub text: BTreeMap<LanguageTag, CampaignText>,
+    pub targets: Vec<Target>,
+    pub(super) templates: Templates,
+}
+
+/// The 1-based line of a byte offset in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `needle` first appears after the line `from` (for errors found after parsing).
+fn find_line(text: &str, needle: &str) -> Option<usize> {
+    text.find(needle).map(|at| line_of(text, at))
+}
+
+impl Campaign {
+    /// Loads and checks the campaign in `dir`; returns every problem found.
+    pub fn load(dir: &Path) -> Result<Campaign, Vec<Problem>> {
+        let file = dir.join("campaign.toml");
+        let problem = |line: Option<usize>, message: String| Problem {
+            file: file.clone(),
+            line,
+            message,
+        };
+        let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let slug = CampaignSlug::parse(folder).map_err(|e| {
+            vec![Problem {
+                file: dir.to_owned(),
+                line: None,
+                message: format!("the folder name is the campaign's slug: {e}"),
+            }]
+        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| vec![problem(None, format!("cannot read: {e}"))])?;
+        let raw: RawCampaign = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            vec![problem(line, e.message().trim().to_owned())]
+        })?;
+
+        let mut problems = Vec::new();
+        let at = |needle: &str| find_line(&text, needle);
+
+        let mut languages = Vec::new();
+        for l in &raw.languages {
+            match LanguageTag::parse(l) {
+                Ok(tag) if tag.as_str() == l => languages.push(tag),
+                Ok(_) | Err(_) => problems.push(problem(
+                    at("languages"),
+                    format!("languages: `{l}` is not a lowercase language code such as `es`"),
+                )),
+            }
+        }
+        if raw.languages.is_empty() {
+            problems.push(problem(
+                at("languages"),
+                "languages: list at least one language".into(),
+            ));
+        }
+        let default_language = match LanguageTag::parse(&raw.default_language) {
+            Ok(tag) if languages.contains(&tag) => Some(tag),
+            _ => {
+                problems.push(problem(
+                    at("default_language"),
+                    format!(
+                        "default_language `{}` must be one of `languages`",
+                        raw.default_language
+                    ),
+                ));
+                None
+            }
+        };
+        let letter_language = match raw.letter_language.as_deref() {
+            None | Some("signer") => LetterLanguage::Signer,
+            Some("target") => LetterLanguage::Target,
+            Some(other) => {
+                problems.push(problem(
+                    at("letter_language"),
+                    format!("letter_language `{other}` must be \"signer\" or \"target\""),
+                ));
+                LetterLanguage::Signer
+            }
+        };
+        let sender = match EmailAddress::parse(&raw.organisation.sender) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(problem(at("sender"), format!("organisation.sender {e}")));
+                None
+            }
+        };
+        if raw.organisation.name.trim().is_empty() || raw.organisation.name.contains(['\r', '\n']) {
+            problems.push(problem(
+                at("[organisation]"),
+                "organisation.name must be one non-empty line".into(),
+            ));
+        }
+        if let Some(rate) = raw.sending.rate_per_second {
+            if !(rate > 0.0 && rate.is_finite()) {
+                problems.push(problem(
+                    at("rate_per_second"),
+                    "sending.rate_per_second must be a positive number".into(),
+                ));
+            }
+        }
+
+        let mut texts = BTreeMap::new();
+        for (lang, t) in &raw.text {
+            match LanguageTag::parse(lang) {
+                Ok(tag) if languages.contains(&tag) => {
+                    texts.insert(
+                        tag,
+                        CampaignText {
+                            title: t.title.trim().to_owned(),
+                            summary: t.summary.trim().to_owned(),
+                        },
+                    );
+                }
+                _ => problems.push(problem(
+                    at(&format!("[text.{lang}]")),
+                    format!("[text.{lang}] is for a language not listed in `languages`"),
+                )),
+            }
+        }
+        for lang in &languages {
+            match texts.get(lang) {
+                None => problems.push(problem(
+                    None,
+                    format!("add a [text.{lang}] table with the title and summary in `{lang}`"),
+                )),
+                Some(t) if t.title.is_empty() || t.title.contains('\n') => problems.push(problem(
+                    at(&format!("[text.{lang}]")),
+                    format!("text.{lang}.title must be one non-empty line"),
+                )),
+                Some(_) => {}
+            }
+        }
+
+        if raw.targets.is_empty() {
+            problems.push(problem(None, "add at least one [[targets]] table".into()));
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        for t in &raw.targets {
+            let line = at(&format!("\"{}\"", t.id));
+            let mut bad =
+                |m: String| problems.push(problem(line, format!("target `{}`: {m}", t.id)));
+            let id = TargetId::parse(&t.id).map_err(|e| bad(e.to_string())).ok();
+            if let Some(id) = &id {
+                if targets.iter().any(|x| &x.id == id) {
+                    bad("the id is used twice".into());
+                }
+            }
+            let email = EmailAddress::parse(&t.email)
+                .map_err(|e| bad(format!("email {e}")))
+                .ok();
+            let language = LanguageTag::parse(&t.language)
+                .map_err(|e| bad(format!("language {e}")))
+                .ok();
+            let time_zone: Option<chrono_tz::Tz> = t
+                .time_zone
+                .parse()
+                .map_err(|_| {
+                    bad(format!(
+                        "time_zone `{}` is not an IANA zone such as `America/Mexico_City`",
+                        t.time_zone
+                    ))
+                })
+                .ok();
+            for (field, value) in [
+                ("name", &t.name),
+                ("title", &t.title),
+                ("institution", &t.institution),
+            ] {
+                if value.contains(['\r', '\n', '<', '>']) {
+                    bad(format!("{field} must be one line without `<` or `>`"));
+                }
+            }
+            if t.title.trim().is_empty() {
+                bad("title is empty".into());
+            }
+            let mut salutation = BTreeMap::new();
+            for (lang, s) in &t.salutation {
+                match LanguageTag::parse(lang) {
+                    Ok(tag) if languages.contains(&tag) => {
+                        salutation.insert(tag, s.trim().to_owned());
+                    }
+                    _ => bad(format!(
+                        "salutation for `{lang}`, a language not in `languages`"
+                    )),
+                }
+            }
+            for lang in &languages {
+                if !salutation.contains_key(lang) {
+                    bad(format!("salutation has no `{lang}` entry"));
+                }
+            }
+            if let (Some(id), Some(email), Some(language), Some(time_zone)) =
+                (id, email, language, time_zone)
+            {
+                targets.push(Target {
+                    id,
+                    name: t.name.trim().to_owned(),
+                    title: t.title.trim().to_owned(),
+                    institution: t.institution.trim().to_owned(),
+                    email,
+                    language,
+                    time_zone,
+                    salutation,
+                });
+            }
+        }
+
+        let templates = match Templates::load(dir, &languages) {
+            Ok(t) => Some(t),
+            Err(mut p) => {
+                problems.append(&mut p);
+                None
+            }
+        };
+
+        match (default_language, sender, templates) {
+            (Some(default_language), Some(sender), Some(templates)) if problems.is_empty() => {
+                let campaign = Campaign {
+                    slug,
+                    dir: dir.to_owned(),
+                    languages,
+                    default_language,
+                    letter_language,
+                    confirm: raw.confirm,
+                    organisation: Organisation {
+                        name: raw.organisation.name.trim().to_owned(),
+                        sender,
+                    },
+                    rate_per_second: raw.sending.rate_per_second,
+                    text: texts,
+                    targets,
+                    templates,
+                };
+                let rehearsal = campaign.rehearse();
+                if rehearsal.is_empty() {
+                    Ok(campaign)
+                } else {
+                    Err(rehearsal)
+                }
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// The language a letter from a signer who chose `signer_language` to `target` is written in.
+    pub fn letter_language_for(
+        &self,
+        signer_language: Option<&LanguageTag>,
+        target: &Target,
+    ) -> &LanguageTag {
+        let wanted = match self.letter_language {
+            LetterLanguage::Signer => signer_language,
+            LetterLanguage::Target => Some(&target.language),
+        };
+        wanted
+            .and_then(|w| self.languages.iter().find(|l| *l == w))
+            .unwrap_or(&self.default_language)
+    }
+
+    /// The language pages and confirmation emails use for a signer who chose `wanted`.
+    pub fn page_language_for(&self, wanted: Option<&LanguageTag>) -> &LanguageTag {
+        wanted
+            .and_then(|w| self.languages.iter().find(|l| *l == w))
+            .unwrap_or(&self.default_language)
+    }
+
+    /// The title and summary in `lang` (or the default language).
+    pub fn text(&self, lang: &LanguageTag) -> &CampaignText {
+        self.text
+            .get(lang)
+            .or_else(|| self.text.get(&self.default_language))
+            .expect("load() checks every language has its text")
+    }
+
+    /// The target with this id.
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.id.as_str() == id)
+    }
+
+    /// The campaign's page body (Markdown) in `lang`, when the campaign has one.
+    pub fn page_markdown(&self, lang: &LanguageTag) -> Option<&str> {
+        self.templates.page(lang)
+    }
+
+    /// The hash of the templates letters in `lang` are rendered from.
+    pub fn template_hash(&self, lang: &LanguageTag) -> &str {
+        self.templates.hash(lang)
+    }
+}

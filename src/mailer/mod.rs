@@ -1,0 +1,266 @@
+//! Turning a queued letter into a MIME message and handing it to a transport: the SMTP client
+//! (`smtp.rs`, connections Missive owns, one per sending task) or the outbox folder
+//! (`outbox.rs`), plus the classification of every result as accepted, transient, permanent or
+//! in doubt.
+//!
+//! Depends on `domain` and `config` only.
+
+mod message;
+mod outbox;
+mod smtp;
+
+pub use message::build_message;
+pub use outbox::Outbox;
+pub use smtp::{SmtpEndpoint, SmtpSession, TlsMode};
+
+use crate::config::Settings;
+use crate::domain::Letter;
+use std::fmt;
+use std::sync::Arc;
+
+/// How far a delivery attempt got: the SMTP stage of the last command sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Tls,
+    Greeting,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    /// The message and its final dot were sent; waiting for the reply.
+    EndOfData,
+    Outbox,
+}
+
+impl Stage {
+    /// The name recorded with the attempt.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Tls => "tls",
+            Stage::Greeting => "greeting",
+            Stage::Auth => "auth",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::EndOfData => "end_of_data",
+            Stage::Outbox => "outbox",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx after the end of data (or written to the outbox).
+    Accepted,
+    /// Worth trying again later: 4xx, timeouts, lost connections before the data was complete.
+    Transient,
+    /// Will never work as it is: 5xx.
+    Permanent,
+    /// The message was transmitted but the reply never came: it may have been delivered.
+    InDoubt,
+}
+
+/// The result of one attempt, with the server's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub verdict: Verdict,
+    pub stage: Stage,
+    pub code: Option<u16>,
+    /// The enhanced status code (`5.1.1`), when the reply had one.
+    pub enhanced_code: Option<String>,
+    /// The reply text, or what went wrong, for the organiser.
+    pub reply: String,
+    /// Whether the server asked us to slow down (421, 454, 4.7.x).
+    pub throttled: bool,
+}
+
+impl Delivery {
+    /// A result from a server reply `code text` at `stage`.
+    pub fn from_reply(stage: Stage, code: u16, text: &str) -> Delivery {
+        let verdict = match code {
+            200..=399 => Verdict::Accepted,
+            400..=499 => Verdict::Transient,
+            _ => Verdict::Permanent,
+        };
+        let enhanced = enhanced_code(text);
+        let throttled = code == 421
+            || code == 454
+            || (400..500).contains(&code)
+                && enhanced.as_deref().is_some_and(|e| e.starts_with("4.7."));
+        Delivery {
+            verdict,
+            stage,
+            code: Some(code),
+            enhanced_code: enhanced,
+            reply: text.trim().to_owned(),
+            throttled,
+        }
+    }
+
+    /// A failure without a reply (network, timeout, TLS): transient, or in doubt once the
+    /// message may have reached the server.
+    pub fn no_reply(stage: Stage, what: impl Into<String>) -> Delivery {
+        Delivery {
+            verdict: if stage == Stage::EndOfData {
+                Verdict::InDoubt
+            } else {
+                Verdict::Transient
+            },
+            stage,
+            code: None,
+            enhanced_code: None,
+            reply: what.into(),
+            throttled: false,
+        }
+    }
+}
+
+/// The `x.y.z` enhanced status code at the start of a reply text (RFC 3463), if any.
+fn enhanced_code(text: &str) -> Option<String> {
+    let first = text.split_whitespace().next()?;
+    let parts: Vec<&str> = first.split('.').collect();
+    let ok = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
+    ok.then(|| first.to_owned())
+}
+
+/// Where letters go: built once at start-up, shared by every sending task.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// `.eml` files in a folder; nothing leaves the machine.
+    Outbox(Arc<Outbox>),
+    /// An SMTP relay.
+    Smtp(Arc<SmtpEndpoint>),
+}
+
+impl Transport {
+    /// The transport the settings ask for: SMTP when `smtp.url` is set, else the outbox.
+    pub fn from_settings(settings: &Settings) -> Result<Transport, MailerError> {
+        let url = settings.smtp.url.trim();
+        if url.is_empty() {
+            Ok(Transport::Outbox(Arc::new(Outbox::new(
+                settings.outbox.dir.clone(),
+            ))))
+        } else {
+            let endpoint = SmtpEndpoint::from_settings(&settings.smtp)?;
+            Ok(Transport::Smtp(Arc::new(endpoint)))
+        }
+    }
+
+    /// A sender for one task: it owns its connection and reuses it letter after letter.
+    pub fn sender(&self) -> Sender {
+        match self {
+            Transport::Outbox(o) => Sender::Outbox(o.clone()),
+            Transport::Smtp(e) => Sender::Smtp(Box::new(SmtpSession::new(e.clone()))),
+        }
+    }
+
+    /// How many letters may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Transport::Outbox(_) => 2,
+            Transport::Smtp(e) => e.connections,
+        }
+    }
+
+    /// A description for logs and summaries (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::Outbox(o) => format!("outbox folder {}", o.dir().display()),
+            Transport::Smtp(e) => format!("SMTP relay {}", e.describe()),
+        }
+    }
+}
+
+/// One sending task's end of the transport.
+#[derive(Debug)]
+pub enum Sender {
+    Outbox(Arc<Outbox>),
+    Smtp(Box<SmtpSession>),
+}
+
+impl Sender {
+    /// Sends one letter and says what became of it. Never panics, never hangs past the
+    /// configured timeouts.
+    pub async fn send(&mut self, letter: &Letter, message_id: &str, file_stem: &str) -> Delivery {
+        let message = match build_message(letter, message_id) {
+            Ok(m) => m,
+            Err(e) => {
+                return Delivery {
+                    verdict: Verdict::Permanent,
+                    stage: Stage::Connect,
+                    code: None,
+                    enhanced_code: None,
+                    reply: format!("the letter cannot be written as an email: {e}"),
+                    throttled: false,
+                }
+            }
+        };
+        match self {
+            Sender::Outbox(o) => o.write(file_stem, &message).await,
+            Sender::Smtp(s) => s.send(letter, &message).await,
+        }
+    }
+
+    /// Closes the connection politely (QUIT), if there is one.
+    pub async fn close(&mut self) {
+        if let Sender::Smtp(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot build the message: {0}")]
+    Build(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_classified_by_code() {
+        let d = Delivery::from_reply(Stage::Rcpt, 550, "5.1.1 User unknown");
+        assert_eq!(d.verdict, Verdict::Permanent);
+        assert_eq!(d.enhanced_code.as_deref(), Some("5.1.1"));
+        let d = Delivery::from_reply(Stage::Rcpt, 451, "4.7.1 Greylisted");
+        assert_eq!(d.verdict, Verdict::Transient);
+        assert!(d.throttled);
+        let d = Delivery::from_reply(Stage::Rcpt, 450, "mailbox busy");
+        assert!(!d.throttled);
+        assert_eq!(d.enhanced_code, None);
+        assert_eq!(
+            Delivery::from_reply(Stage::EndOfData, 250, "2.0.0 Ok").verdict,
+            Verdict::Accepted
+        );
+    }
+
+    #[test]
+    fn losing_the_connection_after_the_dot_is_in_doubt() {
+        assert_eq!(
+            Delivery::no_reply(Stage::EndOfData, "eof").verdict,
+            Verdict::InDoubt
+        );
+        assert_eq!(
+            Delivery::no_reply(Stage::Rcpt, "eof").verdict,
+            Verdict::Transient
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The durable queue: signatures, their letters and every attempt to send one, behind one API
+//! whatever the database. SQLite lives in `sqlite.rs`; a PostgreSQL backend joins it as a
+//! second `Backend` variant with the same contract.
+//!
+//! Guarantees every backend keeps:
+//! - a signature and all its letters are written in one transaction; a signature is unique per
+//!   campaign and normalised email, a letter per signature and target;
+//! - a claim leases letters to one worker with a fencing token, and every state write after it
+//!   checks that token, so a worker that lost its lease cannot overwrite a row;
+//! - no transaction is ever held open across an SMTP conversation: claims and results are
+//!   separate, short transactions.
+//!
+//! Depends on `domain` only.
+
+mod sqlite;
+
+use crate::domain::{Letter, LetterState, Signer};
+use std::collections::BTreeMap;
+
+/// Milliseconds since the Unix epoch: the queue's clock unit. Callers pass `now` in, so tests
+/// and the scheduler control time.
+pub type Millis = i64;
+
+/// The current wall-clock time in queue units.
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Errors of the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot open the database at {url}: {source} (hint: check database.url / MISSIVE_DATABASE__URL)")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot prepare the database tables: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database url `{0}` is not supported yet (hint: use sqlite://FILE)")]
+    Unsupported(String),
+}
+
+/// Where a signature came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cli,
+    Csv,
+    Web,
+    Api,
+}
+
+impl Source {
+    /// The name stored with the signature.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cli => "cli",
+            Source::Csv => "csv",
+            Source::Web => "web",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// A letter to create, with the Message-ID it keeps on every attempt.
+#[derive(Debug, Clone)]
+pub struct NewLetter {
+    pub letter: Letter,
+    pub message_id: String,
+}
+
+/// A signature to record with its letters.
+#[derive(Debug, Clone)]
+pub struct NewSignature {
+    /// The id shown outside (API, confirmation links): not guessable, not sequential.
+    pub public_id: String,
+    pub campaign: String,
+    pub signer: Signer,
+    pub source: Source,
+    pub letters: Vec<NewLetter>,
+}
+
+/// What recording a signature did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// New signature; `letters` letters queued.
+    Created { public_id: String, letters: usize },
+    /// The same person had already signed this campaign; nothing was written.
+    Duplicate { public_id: String },
+}
+
+/// What a worker asks for when it claims letters.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Who holds the lease (shown in reports and logs).
+    pub owner: &'a str,
+    /// The fencing token every later write for these letters must present.
+    pub token: i64,
+    pub now: Millis,
+    pub lease_ms: Millis,
+    pub limit: u32,
+    pub campaign: Option<&'a str>,
+}
+
+/// A letter leased to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedLetter {
+    pub id: i64,
+    pub campaign: String,
+    pub message_id: String,
+    /// Attempts so far, this one included.
+    pub attempt: u32,
+    pub lease_token: i64,
+    /// When the letter was (last) queued: the start of its maximum age.
+    pub queued_at: Millis,
+    pub letter: Letter,
+}
+
+/// Where a letter goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextState {
+    Sent,
+    Deferred { retry_at: Millis },
+    Failed,
+    InDoubt,
+    Expired,
+}
+
+impl NextState {
+    fn state(self) -> LetterState {
+        match self {
+            NextState::Sent => LetterState::Sent,
+            NextState::Deferred { .. } => LetterState::Deferred,
+            NextState::Failed => LetterState::Failed,
+            NextState::InDoubt => LetterState::InDoubt,
+            NextState::Expired => LetterState::Expired,
+        }
+    }
+}
+
+/// One finished attempt, to be recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub letter_id: i64,
+    pub lease_token: i64,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub next: NextState,
+    /// The SMTP stage reached (`connect`, `rcpt`, `end_of_data`...), or `outbox`.
+    pub stage: Option<String>,
+    pub code: Option<u16>,
+    pub enhanced_code: Option<String>,
+    /// The server's reply or the error, as an organiser should read it.
+    pub reply: Option<String>,
+}
+
+/// Counts for `missive status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatusReport {
+    pub signatures: i64,
+    /// Letters per state, over everything selected.
+    pub by_state: BTreeMap<LetterState, i64>,
+    /// Letters per campaign, target and state.
+    pub by_target: Vec<TargetCount>,
+    /// When the oldest letter still waiting to be sent was queued.
+    pub oldest_waiting_since: Option<Millis>,
+}
+
+/// One row of the per-target report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetCount {
+    pub campaign: String,
+    pub target_id: String,
+    pub state: LetterState,
+    pub letters: i64,
+}
+
+/// A letter as reports and previews show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LetterSummary {
+    pub id: i64,
+    pub campaign: String,
+    pub target_id: String,
+    pub state: LetterState,
+    pub attempts: i64,
+    pub last_code: Option<i64>,
+    pub last_reply: Option<String>,
+}
+
+/// What `retry --letter` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Requeued,
+    NotFound,
+    /// The letter is in a state retry does not apply to.
+    NotRetryable(LetterState),
+}
+
+/// The queue, over whichever database the URL names.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteQueue),
+}
+
+impl Queue {
+    /// Opens the database at `url` (creating an SQLite file if missing) and applies migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Queue, QueueError> {
+        if url.starts_with("sqlite:") {
+            let q = sqlite::SqliteQueue::connect(url, max_connections).await?;
+            Ok(Queue {
+                backend: Backend::Sqlite(q),
+            })
+        } else {
+            Err(QueueError::Unsupported(url.to_owned()))
+        }
+    }
+
+    /// Records signatures with their letters. Each signature and its letters are written
+    /// together (the whole batch is one transaction); duplicates are reported, not errors.
+    pub async fn record_signatures(
+        &self,
+        batch: &[NewSignature],
+        now: Millis,
+    ) -> Result<Vec<Recorded>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.record_signatures(batch, now).await,
+        }
+    }
+
+    /// Leases up to `limit` due letters to a worker, oldest due first.
+    pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedLetter>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.claim(req).await,
+        }
+    }
+
+    /// Records finished attempts and moves their letters on, in one transaction. A record whose
+    /// lease token no longer matches changes no letter (its attempt row is still kept).
+    /// Returns how many letters were moved.
+    pub async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.record_attempts(records, now).await,
+        }
+    }
+
+    /// Hands back leased letters whose conversation never started: they are queued again,
+    /// and the attempt they were counted for is uncounted.
+    pub async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.release(ids, now).await,
+        }
+    }
+
+    /// Letters whose worker vanished (lease expired) while sending: their fate is unknown, so
+    /// they become `in_doubt`, never silently resent. Returns how many.
+    pub async fn recover_expired(&self, now: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.recover_expired(now).await,
+        }
+    }
+
+    /// When the next waiting letter is due, if any.
+    pub async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.next_due(campaign).await,
+        }
+    }
+
+    /// Counts for reports.
+    pub async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.status(campaign).await,
+        }
+    }
+
+    /// Queues failed and expired letters again, due now. Returns how many.
+    pub async fn retry_failed(
+        &self,
+        campaign: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.retry_failed(campaign, now).await,
+        }
+    }
+
+    /// Queues one failed, expired or deferred letter again, due now.
+    pub async fn retry_letter(&self, id: i64, now: Millis) -> Result<RetryOutcome, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.retry_letter(id, now).await,
+        }
+    }
+
+    /// One letter's state and last reply.
+    pub async fn letter(&self, id: i64) -> Result<Option<LetterSummary>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.letter(id).await,
+        }
+    }
+
+    /// The letters of one signature, by its public id.
+    pub async fn signature_letters(
+        &self,
+        public_id: &str,
+    ) -> Result<Option<Vec<LetterSummary>>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.signature_letters(public_id).await,
+        }
+    }
+
+    /// Closes the pool, flushing the database.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(q) => q.close().await,
+        }
+    }
+}

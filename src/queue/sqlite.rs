@@ -1,0 +1,454 @@
+//! The queue on SQLite: one file, WAL journal, a busy timeout so concurrent writers wait their
+//! turn. Every write transaction begins with a write, so it takes the write lock at once and
+//! never fails half-way on a stale read snapshot.
+
+use super::{
+    AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature, QueueError,
+    Recorded, RetryOutcome, StatusReport, TargetCount,
+};
+use crate::domain::{EmailAddress, LanguageTag, Letter, LetterState};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub(super) struct SqliteQueue {
+    pool: SqlitePool,
+}
+
+fn state_of(s: &str) -> LetterState {
+    // The CHECK constraint admits only known names.
+    s.parse().unwrap_or(LetterState::Failed)
+}
+
+impl SqliteQueue {
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
+        let connect_err = |source| QueueError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL survives a process crash (kill -9); only an OS crash or power
+            // loss can roll back the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteQueue { pool })
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(super) async fn record_signatures(
+        &self,
+        batch: &[NewSignature],
+        now: Millis,
+    ) -> Result<Vec<Recorded>, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for sig in batch {
+            let s = &sig.signer;
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
+                    last_name, city, postal_code, country, language, message, source, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (campaign, email_normalized) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(&sig.public_id)
+            .bind(&sig.campaign)
+            .bind(s.email.as_str())
+            .bind(s.email.normalized())
+            .bind(s.first_name.as_str())
+            .bind(s.last_name.as_str())
+            .bind(s.city.as_deref())
+            .bind(s.postal_code.as_deref())
+            .bind(s.country.as_deref())
+            .bind(s.language.as_ref().map(|l| l.as_str()))
+            .bind(s.message.as_deref())
+            .bind(sig.source.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(signature_id) = inserted else {
+                let public_id: String = sqlx::query_scalar(
+                    "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
+                )
+                .bind(&sig.campaign)
+                .bind(s.email.normalized())
+                .fetch_one(&mut *tx)
+                .await?;
+                out.push(Recorded::Duplicate { public_id });
+                continue;
+            };
+            for l in &sig.letters {
+                let letter = &l.letter;
+                sqlx::query(
+                    "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
+                        recipient_domain, from_name, from_address, reply_to, language, subject,
+                        body_text, body_html, template_hash, message_id, state, attempts,
+                        next_attempt_at, queued_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                        'queued', 0, ?16, ?16, ?16, ?16)",
+                )
+                .bind(signature_id)
+                .bind(&sig.campaign)
+                .bind(&letter.target_id)
+                .bind(letter.recipient.as_str())
+                .bind(&letter.recipient_name)
+                .bind(letter.recipient.domain())
+                .bind(&letter.from_name)
+                .bind(letter.from_address.as_str())
+                .bind(letter.reply_to.as_str())
+                .bind(letter.language.as_str())
+                .bind(&letter.subject)
+                .bind(&letter.body_text)
+                .bind(letter.body_html.as_deref())
+                .bind(&letter.template_hash)
+                .bind(&l.message_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            out.push(Recorded::Created {
+                public_id: sig.public_id.clone(),
+                letters: sig.letters.len(),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn claim(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Vec<ClaimedLetter>, QueueError> {
+        let rows = sqlx::query(
+            "UPDATE letters
+                SET state = 'sending', lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
+                    attempts = attempts + 1, updated_at = ?4
+              WHERE id IN (
+                    SELECT id FROM letters
+                     WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?4
+                       AND (?5 IS NULL OR campaign = ?5)
+                     ORDER BY next_attempt_at, id
+                     LIMIT ?6)
+             RETURNING id, campaign, target_id, recipient, recipient_name, from_name,
+                    from_address, reply_to, language, subject, body_text, body_html,
+                    template_hash, message_id, attempts, queued_at",
+        )
+        .bind(req.owner)
+        .bind(req.token)
+        .bind(req.now + req.lease_ms)
+        .bind(req.now)
+        .bind(req.campaign)
+        .bind(req.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let email = |col: &str| -> Result<EmailAddress, QueueError> {
+                let s: String = row.try_get(col)?;
+                EmailAddress::parse(&s).map_err(|e| {
+                    QueueError::Database(sqlx::Error::Decode(format!("{col} {e}").into()))
+                })
+            };
+            let language: String = row.try_get("language")?;
+            out.push(ClaimedLetter {
+                id: row.try_get("id")?,
+                campaign: row.try_get("campaign")?,
+                message_id: row.try_get("message_id")?,
+                attempt: row.try_get::<i64, _>("attempts")? as u32,
+                lease_token: req.token,
+                queued_at: row.try_get("queued_at")?,
+                letter: Letter {
+                    target_id: row.try_get("target_id")?,
+                    recipient: email("recipient")?,
+                    recipient_name: row.try_get("recipient_name")?,
+                    from_name: row.try_get("from_name")?,
+                    from_address: email("from_address")?,
+                    reply_to: email("reply_to")?,
+                    language: LanguageTag::parse(&language).map_err(|e| {
+                        QueueError::Database(sqlx::Error::Decode(e.to_string().into()))
+                    })?,
+                    subject: row.try_get("subject")?,
+                    body_text: row.try_get("body_text")?,
+                    body_html: row.try_get("body_html")?,
+                    template_hash: row.try_get("template_hash")?,
+                },
+            });
+        }
+        out.sort_by_key(|l| l.id);
+        Ok(out)
+    }
+
+    pub(super) async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut moved = 0;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
+                    duration_ms, outcome, stage, code, enhanced_code, reply)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .bind(r.letter_id)
+            .bind(r.attempt)
+            .bind(&r.worker)
+            .bind(r.started_at)
+            .bind(r.finished_at)
+            .bind(r.finished_at - r.started_at)
+            .bind(r.next.state().as_str())
+            .bind(r.stage.as_deref())
+            .bind(r.code)
+            .bind(r.enhanced_code.as_deref())
+            .bind(r.reply.as_deref())
+            .execute(&mut *tx)
+            .await?;
+            let (next_at, sent_at) = match r.next {
+                super::NextState::Deferred { retry_at } => (retry_at, None),
+                super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
+                _ => (r.finished_at, None),
+            };
+            let done = sqlx::query(
+                "UPDATE letters
+                    SET state = ?1, next_attempt_at = ?2, sent_at = ?3, last_code = ?4,
+                        last_enhanced_code = ?5, last_reply = ?6, updated_at = ?7,
+                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                  WHERE id = ?8 AND lease_token = ?9 AND state = 'sending'",
+            )
+            .bind(r.next.state().as_str())
+            .bind(next_at)
+            .bind(sent_at)
+            .bind(r.code)
+            .bind(r.enhanced_code.as_deref())
+            .bind(r.reply.as_deref())
+            .bind(now)
+            .bind(r.letter_id)
+            .bind(r.lease_token)
+            .execute(&mut *tx)
+            .await?;
+            moved += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    pub(super) async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for (id, token) in ids {
+            n += sqlx::query(
+                "UPDATE letters
+                    SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
+                        attempts = attempts - 1, updated_at = ?1,
+                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                  WHERE id = ?2 AND lease_token = ?3 AND state = 'sending'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn recover_expired(&self, now: Millis) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at, duration_ms,
+                outcome, stage, reply)
+             SELECT id, attempts, COALESCE(lease_owner, ''), updated_at, ?1, ?1 - updated_at,
+                'in_doubt', 'unknown',
+                'the worker sending this letter stopped before recording the result (lease expired)'
+               FROM letters
+              WHERE state IN ('claimed', 'sending') AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE letters
+                SET state = 'in_doubt', updated_at = ?1,
+                    last_reply = 'the worker sending this letter stopped before recording the result (lease expired)',
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+              WHERE state IN ('claimed', 'sending') AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn next_due(
+        &self,
+        campaign: Option<&str>,
+    ) -> Result<Option<Millis>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM letters
+              WHERE state IN ('queued', 'deferred') AND (?1 IS NULL OR campaign = ?1)",
+        )
+        .bind(campaign)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
+        let rows = sqlx::query(
+            "SELECT campaign, target_id, state, COUNT(*) AS n FROM letters
+              WHERE (?1 IS NULL OR campaign = ?1)
+              GROUP BY campaign, target_id, state
+              ORDER BY campaign, target_id, state",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut report = StatusReport::default();
+        for row in rows {
+            let state = state_of(row.try_get("state")?);
+            let n: i64 = row.try_get("n")?;
+            *report.by_state.entry(state).or_default() += n;
+            report.by_target.push(TargetCount {
+                campaign: row.try_get("campaign")?,
+                target_id: row.try_get("target_id")?,
+                state,
+                letters: n,
+            });
+        }
+        report.signatures = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM signatures WHERE (?1 IS NULL OR campaign = ?1)",
+        )
+        .bind(campaign)
+        .fetch_one(&self.pool)
+        .await?;
+        report.oldest_waiting_since = sqlx::query_scalar(
+            "SELECT MIN(queued_at) FROM letters
+              WHERE state IN ('queued', 'deferred', 'claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)",
+        )
+        .bind(campaign)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(report)
+    }
+
+    pub(super) async fn retry_failed(
+        &self,
+        campaign: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        Ok(sqlx::query(
+            "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
+              WHERE state IN ('failed', 'expired') AND (?2 IS NULL OR campaign = ?2)",
+        )
+        .bind(now)
+        .bind(campaign)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn retry_letter(
+        &self,
+        id: i64,
+        now: Millis,
+    ) -> Result<RetryOutcome, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
+              WHERE id = ?2 AND state IN ('failed', 'expired', 'deferred')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let outcome = if n == 1 {
+            RetryOutcome::Requeued
+        } else {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM letters WHERE id = ?1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match state {
+                None => RetryOutcome::NotFound,
+                Some(s) => RetryOutcome::NotRetryable(state_of(&s)),
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<LetterSummary, sqlx::Error> {
+        Ok(LetterSummary {
+            id: row.try_get("id")?,
+            campaign: row.try_get("campaign")?,
+            target_id: row.try_get("target_id")?,
+            state: state_of(row.try_get("state")?),
+            attempts: row.try_get("attempts")?,
+            last_code: row.try_get("last_code")?,
+            last_reply: row.try_get("last_reply")?,
+        })
+    }
+
+    pub(super) async fn letter(&self, id: i64) -> Result<Option<LetterSummary>, QueueError> {
+        let row = sqlx::query(
+            "SELECT id, campaign, target_id, state, attempts, last_code, last_reply FROM letters WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Self::summary(&r)).transpose()?)
+    }
+
+    pub(super) async fn signature_letters(
+        &self,
+        public_id: &str,
+    ) -> Result<Option<Vec<LetterSummary>>, QueueError> {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM signatures WHERE public_id = ?1")
+                .bind(public_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(sig) = exists else { return Ok(None) };
+        let rows = sqlx::query(
+            "SELECT id, campaign, target_id, state, attempts, last_code, last_reply FROM letters
+              WHERE signature_id = ?1 ORDER BY id",
+        )
+        .bind(sig)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(
+            rows.iter().map(Self::summary).collect::<Result<_, _>>()?,
+        ))
+    }
+}

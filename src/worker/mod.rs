@@ -1,0 +1,402 @@
+//! The worker: claims due letters, paces them, sends them and records what happened.
+//!
+//! One `Dispatcher::run` is a pipeline of three parts joined by bounded channels:
+//! a claimer leasing small batches of due letters; `transport.concurrency()` sending tasks,
+//! each owning one connection and waiting on the rate limiters before each letter; and a
+//! recorder writing results in batches (one short transaction per batch). No transaction is
+//! open during an SMTP conversation. On stop, sending tasks finish the letter in hand, and
+//! letters claimed but not started are handed back to the queue.
+
+mod retry;
+
+pub use retry::RetryPolicy;
+
+use crate::config::Settings;
+use crate::mailer::{Sender, Transport};
+use crate::queue::{
+    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError,
+};
+use governor::{DefaultDirectRateLimiter, Quota};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Errors that stop a run (send failures never do: they are recorded per letter).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("a sending task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+/// Live counters of a run, readable while it goes (progress bars, logs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub claimed: AtomicU64,
+    pub sent: AtomicU64,
+    pub deferred: AtomicU64,
+    pub failed: AtomicU64,
+    pub in_doubt: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+impl Counters {
+    /// Letters with a recorded outcome so far.
+    pub fn finished(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+            + self.deferred.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+            + self.in_doubt.load(Ordering::Relaxed)
+            + self.expired.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, next: NextState) {
+        let c = match next {
+            NextState::Sent => &self.sent,
+            NextState::Deferred { .. } => &self.deferred,
+            NextState::Failed => &self.failed,
+            NextState::InDoubt => &self.in_doubt,
+            NextState::Expired => &self.expired,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub sent: u64,
+    pub deferred: u64,
+    pub failed: u64,
+    pub in_doubt: u64,
+    pub expired: u64,
+    /// Letters claimed but handed back unstarted (on stop).
+    pub released: u64,
+    /// Letters found abandoned by a vanished worker and marked in doubt.
+    pub recovered_in_doubt: u64,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    /// Letters attempted.
+    pub fn attempted(&self) -> u64 {
+        self.sent + self.deferred + self.failed + self.in_doubt + self.expired
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only this campaign's letters.
+    pub campaign: Option<String>,
+    /// Stop after claiming this many letters.
+    pub limit: Option<u64>,
+    /// Keep running and wait for new letters (`serve`), instead of stopping when none are due.
+    pub continuous: bool,
+}
+
+/// Everything a run needs, built once at start-up.
+#[derive(Clone)]
+pub struct Dispatcher {
+    queue: Queue,
+    transport: Transport,
+    global: Arc<DefaultDirectRateLimiter>,
+    per_campaign: Arc<HashMap<String, DefaultDirectRateLimiter>>,
+    policy: RetryPolicy,
+    claim_batch: u32,
+    lease_ms: i64,
+    worker_id: String,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+/// A rate limiter allowing `rate` letters per second with bursts of `burst`.
+pub fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let quota = Quota::with_period(period)
+        .expect("period is positive")
+        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"));
+    governor::RateLimiter::direct(quota)
+}
+
+impl Dispatcher {
+    /// A dispatcher over `queue` and `transport` with the `[sending]` settings and campaign rates.
+    pub fn new(
+        queue: Queue,
+        transport: Transport,
+        settings: &Settings,
+        campaign_rates: &[(String, f64)],
+    ) -> Dispatcher {
+        let s = &settings.sending;
+        let per_campaign = campaign_rates
+            .iter()
+            .map(|(slug, rate)| (slug.clone(), limiter(*rate, (rate.ceil() as u32).max(1))))
+            .collect();
+        Dispatcher {
+            queue,
+            transport,
+            global: Arc::new(limiter(s.rate_per_second, s.burst)),
+            per_campaign: Arc::new(per_campaign),
+            policy: RetryPolicy {
+                base_ms: s.retry_base_seconds as i64 * 1000,
+                max_ms: s.retry_max_seconds as i64 * 1000,
+                max_age_ms: s.max_age_hours as i64 * 3_600_000,
+            },
+            claim_batch: s.claim_batch,
+            lease_ms: s.lease_seconds as i64 * 1000,
+            worker_id: format!("{}-{}", hostname(), std::process::id()),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The live counters of the current run.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The transport letters go through.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Sends due letters until none are due (or `limit` is reached), or, with `continuous`,
+    /// until `stop` is cancelled. Returns what happened.
+    #[tracing::instrument(skip_all, fields(campaign = opts.campaign.as_deref(), worker = %self.worker_id), err)]
+    pub async fn run(
+        &self,
+        opts: &RunOptions,
+        stop: CancellationToken,
+    ) -> Result<RunSummary, WorkerError> {
+        let started = Instant::now();
+        let mut summary = RunSummary {
+            recovered_in_doubt: self.queue.recover_expired(now_millis()).await?,
+            ..RunSummary::default()
+        };
+        let concurrency = self.transport.concurrency().max(1);
+        let capacity = (self.claim_batch as usize).max(concurrency);
+        let (letters_tx, letters_rx) = mpsc::channel::<ClaimedLetter>(capacity);
+        let letters_rx = Arc::new(Mutex::new(letters_rx));
+        let (results_tx, results_rx) = mpsc::channel::<AttemptRecord>(capacity * 4);
+
+        let recorder = tokio::spawn(record_results(
+            self.queue.clone(),
+            results_rx,
+            self.counters.clone(),
+        ));
+        let mut senders = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            senders.push(tokio::spawn(send_letters(
+                self.clone(),
+                self.transport.sender(),
+                letters_rx.clone(),
+                results_tx.clone(),
+                stop.clone(),
+            )));
+        }
+        drop(results_tx);
+
+        let claim_result = self.claim_loop(opts, &letters_tx, &stop).await;
+        drop(letters_tx);
+        for s in senders {
+            s.await.map_err(|e| WorkerError::Task(e.to_string()))?;
+        }
+        // Letters claimed but never started (stop requested): hand them back.
+        let mut unstarted = Vec::new();
+        {
+            let mut rx = letters_rx.lock().await;
+            while let Ok(l) = rx.try_recv() {
+                unstarted.push((l.id, l.lease_token));
+            }
+        }
+        let recorded = recorder
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))?;
+        summary.released = self.queue.release(&unstarted, now_millis()).await?;
+        claim_result?;
+        recorded?;
+        let c = &self.counters;
+        summary.sent = c.sent.load(Ordering::Relaxed);
+        summary.deferred = c.deferred.load(Ordering::Relaxed);
+        summary.failed = c.failed.load(Ordering::Relaxed);
+        summary.in_doubt = c.in_doubt.load(Ordering::Relaxed);
+        summary.expired = c.expired.load(Ordering::Relaxed);
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    async fn claim_loop(
+        &self,
+        opts: &RunOptions,
+        tx: &mpsc::Sender<ClaimedLetter>,
+        stop: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let mut claimed_total: u64 = 0;
+        let mut last_recovery = Instant::now();
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let remaining = opts.limit.map(|l| l.saturating_sub(claimed_total));
+            if remaining == Some(0) {
+                return Ok(());
+            }
+            // Claim no more than there is room for, so leases are not spent waiting.
+            let room = tx.capacity() as u64;
+            if room == 0 {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    permit = tx.reserve() => { drop(permit); continue; }
+                }
+            }
+            let want = room
+                .min(self.claim_batch as u64)
+                .min(remaining.unwrap_or(u64::MAX)) as u32;
+            let now = now_millis();
+            let batch = self
+                .queue
+                .claim(&ClaimRequest {
+                    owner: &self.worker_id,
+                    token: rand::random::<i64>() & i64::MAX,
+                    now,
+                    lease_ms: self.lease_ms,
+                    limit: want,
+                    campaign: opts.campaign.as_deref(),
+                })
+                .await?;
+            if batch.is_empty() {
+                if !opts.continuous {
+                    return Ok(());
+                }
+                if last_recovery.elapsed() > Duration::from_secs(30) {
+                    self.queue.recover_expired(now_millis()).await?;
+                    last_recovery = Instant::now();
+                }
+                let next = self.queue.next_due(opts.campaign.as_deref()).await?;
+                let wait = match next {
+                    Some(at) => Duration::from_millis((at - now_millis()).clamp(10, 1000) as u64),
+                    None => Duration::from_secs(1),
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            claimed_total += batch.len() as u64;
+            self.counters
+                .claimed
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for letter in batch {
+                // Capacity was reserved above; a closed channel means senders are gone.
+                if tx.send(letter).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn send_letters(
+    d: Dispatcher,
+    mut sender: Sender,
+    rx: Arc<Mutex<mpsc::Receiver<ClaimedLetter>>>,
+    results: mpsc::Sender<AttemptRecord>,
+    stop: CancellationToken,
+) {
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let next = {
+            let mut guard = rx.lock().await;
+            tokio::select! {
+                l = guard.recv() => l,
+                _ = stop.cancelled() => None,
+            }
+        };
+        let Some(claimed) = next else { break };
+        // Pace: the global cap, then the campaign's own.
+        d.global.until_ready().await;
+        if let Some(l) = d.per_campaign.get(&claimed.campaign) {
+            l.until_ready().await;
+        }
+        let started_at = now_millis();
+        let stem = format!(
+            "{}-{:08}-{}",
+            claimed.campaign, claimed.id, claimed.letter.target_id
+        );
+        let delivery = sender
+            .send(&claimed.letter, &claimed.message_id, &stem)
+            .await;
+        let finished_at = now_millis();
+        let next = d.policy.next(
+            &delivery,
+            claimed.attempt,
+            claimed.queued_at,
+            finished_at,
+            &mut rng,
+        );
+        tracing::debug!(letter_id = claimed.id, stage = %delivery.stage, code = delivery.code, ?next, "attempt finished");
+        let record = AttemptRecord {
+            letter_id: claimed.id,
+            lease_token: claimed.lease_token,
+            attempt: claimed.attempt,
+            worker: d.worker_id.clone(),
+            started_at,
+            finished_at,
+            next,
+            stage: Some(delivery.stage.as_str().to_owned()),
+            code: delivery.code,
+            enhanced_code: delivery.enhanced_code,
+            reply: Some(delivery.reply),
+        };
+        if results.send(record).await.is_err() {
+            break;
+        }
+    }
+    sender.close().await;
+}
+
+use rand::SeedableRng;
+
+/// Writes results in batches: whatever has arrived, up to 512 at a time, in one transaction.
+async fn record_results(
+    queue: Queue,
+    mut rx: mpsc::Receiver<AttemptRecord>,
+    counters: Arc<Counters>,
+) -> Result<(), WorkerError> {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        queue.record_attempts(&batch, now_millis()).await?;
+        for r in &batch {
+            counters.count(r.next);
+        }
+        batch.clear();
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "worker".into())
+}
