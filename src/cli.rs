@@ -34,6 +34,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Queue failed letters (or one letter) again.
     Retry(RetryArgs),
+    /// Settle letters in doubt (the connection dropped after their data was sent): send them
+    /// again, or record them as sent.
+    Resolve(ResolveArgs),
     /// Run the worker until stopped (SIGINT or SIGTERM), sending letters as they come due.
     Serve(ServeArgs),
 }
@@ -130,6 +133,24 @@ pub struct RetryArgs {
     /// One letter, by id (as `status` and reports show it).
     #[arg(long, value_name = "ID")]
     pub letter: Option<i64>,
+}
+
+/// `missive resolve`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["resend", "mark_sent"])))]
+pub struct ResolveArgs {
+    /// Queue them again (the official may receive a letter twice, with the same Message-ID).
+    #[arg(long)]
+    pub resend: bool,
+    /// Record them as sent (if the relay's logs show they were delivered).
+    #[arg(long)]
+    pub mark_sent: bool,
+    /// Only this letter.
+    #[arg(long, value_name = "ID", conflicts_with = "campaign")]
+    pub letter: Option<i64>,
+    /// Only this campaign's letters.
+    #[arg(long)]
+    pub campaign: Option<String>,
 }
 
 /// `missive serve`

@@ -92,6 +92,18 @@ pub struct SendingSettings {
     pub retry_base_seconds: u64,
     pub retry_max_seconds: u64,
     pub max_age_hours: u64,
+    pub throttle_cooldown_seconds: u64,
+    pub in_doubt: InDoubtPolicy,
+}
+
+/// What happens to a letter whose fate is unknown (connection lost after the data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InDoubtPolicy {
+    /// Keep it `in_doubt` until an organiser runs `missive resolve` (at most once).
+    Hold,
+    /// Retry it like a transient failure (at least once; a duplicate is possible).
+    Resend,
 }
 
 /// A setting that cannot be used, named by its key.

@@ -5,6 +5,7 @@
 mod check;
 mod import;
 mod preview;
+mod resolve;
 mod retry;
 mod send;
 mod serve;
@@ -63,6 +64,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<Outcome
         Command::Send(args) => send::run(args, settings).await,
         Command::Status(args) => status::run(args, settings).await,
         Command::Retry(args) => retry::run(args, settings).await,
+        Command::Resolve(args) => resolve::run(args, settings).await,
         Command::Serve(args) => serve::run(args, settings).await,
     }
 }

@@ -74,10 +74,12 @@ pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Ou
             summary.released
         );
     }
-    if summary.recovered_in_doubt > 0 {
+    let r = summary.recovered;
+    if r.requeued + r.in_doubt > 0 {
         eprintln!(
-            "note: {} letter(s) were left mid-send by a worker that stopped; they are marked in_doubt",
-            summary.recovered_in_doubt
+            "note: a worker that stopped had left letters: {} queued again, {} marked in_doubt \
+             (hint: `missive resolve` settles letters in doubt)",
+            r.requeued, r.in_doubt
         );
     }
     let problems = summary.failed + summary.in_doubt + summary.expired;

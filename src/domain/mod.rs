@@ -15,7 +15,7 @@ pub use email::EmailAddress;
 pub use letter::Letter;
 pub use names::{CampaignSlug, LanguageTag, TargetId};
 pub use signer::{NewSigner, Signer, SignerError, SignerField};
-pub use state::LetterState;
+pub use state::{LetterState, TRANSITIONS};
 pub use text::{OptionalLine, PersonName, PersonalMessage, MESSAGE_MAX_CHARS};
 
 /// Why a value was rejected: a phrase a supporter or organiser can act on.

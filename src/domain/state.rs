@@ -1,5 +1,7 @@
 //! The states a letter moves through, with their names as stored in the database and shown to
-//! organisers. The transitions the queue allows live with the queue; this is only the vocabulary.
+//! organisers, and the one table of allowed transitions. The queue builds every state-changing
+//! statement's `WHERE state IN (...)` from this table, so no code path can move a letter along an
+//! edge that is not listed here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,6 +73,67 @@ impl LetterState {
     }
 }
 
+/// Every allowed move, `(from, to)`. Anything else is refused by the queue.
+pub const TRANSITIONS: &[(LetterState, LetterState)] = {
+    use LetterState::*;
+    &[
+        // A worker leases due letters.
+        (Queued, Claimed),
+        (Deferred, Claimed),
+        // The server accepted DATA: the message is about to go.
+        (Claimed, Sending),
+        // Handed back unstarted (shutdown), or its worker vanished before DATA.
+        (Claimed, Queued),
+        (Claimed, Deferred),
+        // A refusal or failure before DATA.
+        (Claimed, Failed),
+        (Claimed, Expired),
+        // The reply after the data, or its absence.
+        (Sending, Sent),
+        (Sending, Deferred),
+        (Sending, Failed),
+        (Sending, Expired),
+        (Sending, InDoubt),
+        // Organisers: retry, resolve, pause, resume, cancel.
+        (Failed, Queued),
+        (Expired, Queued),
+        (Deferred, Queued),
+        (InDoubt, Queued),
+        (InDoubt, Sent),
+        (Queued, Held),
+        (Deferred, Held),
+        (Held, Queued),
+        (Queued, Cancelled),
+        (Deferred, Cancelled),
+        (Held, Cancelled),
+    ]
+};
+
+impl LetterState {
+    /// Whether a letter may move from `self` to `to`.
+    pub fn can_move_to(self, to: LetterState) -> bool {
+        TRANSITIONS.contains(&(self, to))
+    }
+
+    /// The states a letter may move to `to` from.
+    pub fn sources(to: LetterState) -> Vec<LetterState> {
+        TRANSITIONS
+            .iter()
+            .filter(|(_, t)| *t == to)
+            .map(|(f, _)| *f)
+            .collect()
+    }
+
+    /// `'a', 'b'` for the states `to` may be reached from: the body of an SQL `IN (...)`.
+    pub fn sources_sql(to: LetterState) -> String {
+        LetterState::sources(to)
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl fmt::Display for LetterState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -91,6 +154,29 @@ impl FromStr for LetterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_states_have_no_way_out_except_by_an_organiser() {
+        for (from, to) in TRANSITIONS {
+            assert_ne!(from, to);
+            assert!(
+                *from != LetterState::Sent && *from != LetterState::Cancelled,
+                "{from} -> {to}"
+            );
+        }
+        assert!(
+            !LetterState::Queued.can_move_to(LetterState::Sent),
+            "nothing is sent without a conversation"
+        );
+        assert!(
+            !LetterState::Claimed.can_move_to(LetterState::Sent),
+            "sent only after DATA was accepted"
+        );
+        assert!(
+            !LetterState::Claimed.can_move_to(LetterState::InDoubt),
+            "in doubt only once the data may have gone"
+        );
+    }
 
     #[test]
     fn names_round_trip() {

@@ -106,6 +106,19 @@ impl Delivery {
         }
     }
 
+    /// The letter was not transmitted because its lease was lost to another worker.
+    pub fn lease_lost(stage: Stage) -> Delivery {
+        Delivery {
+            verdict: Verdict::Transient,
+            stage,
+            code: None,
+            enhanced_code: None,
+            reply: "not transmitted: the lease on this letter was lost (another worker may own it)"
+                .into(),
+            throttled: false,
+        }
+    }
+
     /// A failure without a reply (network, timeout, TLS): transient, or in doubt once the
     /// message may have reached the server.
     pub fn no_reply(stage: Stage, what: impl Into<String>) -> Delivery {
@@ -194,7 +207,20 @@ pub enum Sender {
 impl Sender {
     /// Sends one letter and says what became of it. Never panics, never hangs past the
     /// configured timeouts.
-    pub async fn send(&mut self, letter: &Letter, message_id: &str, file_stem: &str) -> Delivery {
+    ///
+    /// `before_data` is awaited once the server has accepted DATA, just before the message is
+    /// transmitted: the worker records there that the letter may now be delivered. If it yields
+    /// `false` (the lease was lost), nothing is transmitted.
+    pub async fn send<F>(
+        &mut self,
+        letter: &Letter,
+        message_id: &str,
+        file_stem: &str,
+        before_data: F,
+    ) -> Delivery
+    where
+        F: std::future::Future<Output = bool>,
+    {
         let message = match build_message(letter, message_id) {
             Ok(m) => m,
             Err(e) => {
@@ -209,8 +235,13 @@ impl Sender {
             }
         };
         match self {
-            Sender::Outbox(o) => o.write(file_stem, &message).await,
-            Sender::Smtp(s) => s.send(letter, &message).await,
+            Sender::Outbox(o) => {
+                if !before_data.await {
+                    return Delivery::lease_lost(Stage::Outbox);
+                }
+                o.write(file_stem, &message).await
+            }
+            Sender::Smtp(s) => s.send(letter, &message, before_data).await,
         }
     }
 

@@ -235,8 +235,36 @@ impl SmtpSession {
         Ok(conn)
     }
 
-    /// Sends one message, reconnecting first if needed.
-    pub async fn send(&mut self, letter: &Letter, message: &[u8]) -> Delivery {
+    /// Sends one message, reconnecting first if needed. A reused connection that turns out to
+    /// have been closed by the server while idle is replaced once, at no cost to the letter.
+    pub async fn send<F>(&mut self, letter: &Letter, message: &[u8], before_data: F) -> Delivery
+    where
+        F: std::future::Future<Output = bool>,
+    {
+        let mut gate = Some(before_data);
+        let reused = self.conn.is_some();
+        let first = self.send_once(letter, message, &mut gate).await;
+        let stale = reused
+            && gate.is_some()
+            && first.stage == Stage::Mail
+            && first.code.is_none()
+            && first.verdict == Verdict::Transient;
+        if stale {
+            tracing::debug!("reused connection was closed by the server; reconnecting");
+            return self.send_once(letter, message, &mut gate).await;
+        }
+        first
+    }
+
+    async fn send_once<F>(
+        &mut self,
+        letter: &Letter,
+        message: &[u8],
+        gate: &mut Option<F>,
+    ) -> Delivery
+    where
+        F: std::future::Future<Output = bool>,
+    {
         if self.sent_on_conn >= self.endpoint.max_messages_per_connection {
             self.close().await;
         }
@@ -268,8 +296,11 @@ impl SmtpSession {
         };
         let mut stage = Stage::Mail;
         let timeout = self.endpoint.send_timeout;
-        let result =
-            tokio::time::timeout(timeout, converse(&mut conn, &mut stage, letter, message)).await;
+        let result = tokio::time::timeout(
+            timeout,
+            converse(&mut conn, &mut stage, letter, message, gate),
+        )
+        .await;
         match result {
             Err(_) => {
                 // The conversation is in an unknown place: the connection cannot be reused.
@@ -292,6 +323,8 @@ impl SmtpSession {
                 self.conn = Some(conn);
                 delivery
             }
+            // The server waits for the message: this connection cannot be used again.
+            Ok(Err(Failure::Abandoned(delivery))) => delivery,
             Ok(Err(Failure::Smtp(e))) => {
                 let delivery = classify(stage, &e);
                 let reusable = delivery.code.is_some_and(|c| c != 421)
@@ -331,6 +364,8 @@ enum Failure {
     Smtp(lettre::transport::smtp::Error),
     /// Missive's own refusal before sending anything.
     Local(Delivery),
+    /// Missive stopped after DATA was accepted, without transmitting the message.
+    Abandoned(Delivery),
 }
 
 impl From<lettre::transport::smtp::Error> for Failure {
@@ -341,12 +376,16 @@ impl From<lettre::transport::smtp::Error> for Failure {
 
 /// MAIL, RCPT, DATA, the message: one command at a time, `stage` kept current so a timeout or
 /// error is known with the step it happened at.
-async fn converse(
+async fn converse<F>(
     conn: &mut AsyncSmtpConnection,
     stage: &mut Stage,
     letter: &Letter,
     message: &[u8],
-) -> Result<lettre::transport::smtp::response::Response, Failure> {
+    gate: &mut Option<F>,
+) -> Result<lettre::transport::smtp::response::Response, Failure>
+where
+    F: std::future::Future<Output = bool>,
+{
     let address = |a: &crate::domain::EmailAddress| {
         a.as_str().parse::<lettre::Address>().map_err(|e| {
             Failure::Local(Delivery {
@@ -381,6 +420,13 @@ async fn converse(
     conn.command(Rcpt::new(to, vec![])).await?;
     *stage = Stage::Data;
     conn.command(Data).await?;
+    let proceed = match gate.take() {
+        Some(g) => g.await,
+        None => true,
+    };
+    if !proceed {
+        return Err(Failure::Abandoned(Delivery::lease_lost(Stage::Data)));
+    }
     *stage = Stage::EndOfData;
     Ok(conn.message(message).await?)
 }

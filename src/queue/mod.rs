@@ -187,6 +187,22 @@ pub struct LetterSummary {
     pub last_reply: Option<String>,
 }
 
+/// What crash recovery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Recovered {
+    /// Leased letters whose conversation never reached DATA: queued again.
+    pub requeued: u64,
+    /// Letters past DATA when their worker vanished: now `in_doubt`.
+    pub in_doubt: u64,
+}
+
+/// Which letters an organiser's command applies to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub campaign: Option<&'a str>,
+    pub letter: Option<i64>,
+}
+
 /// What `retry --letter` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryOutcome {
@@ -260,11 +276,44 @@ impl Queue {
         }
     }
 
-    /// Letters whose worker vanished (lease expired) while sending: their fate is unknown, so
-    /// they become `in_doubt`, never silently resent. Returns how many.
-    pub async fn recover_expired(&self, now: Millis) -> Result<u64, QueueError> {
+    /// Letters whose worker vanished (lease expired): those it had not started are queued
+    /// again; those past DATA may have been delivered, so they become `in_doubt`, never
+    /// silently resent.
+    pub async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.recover_expired(now).await,
+        }
+    }
+
+    /// Moves leased letters to `sending` as the server accepts their DATA, in one write for
+    /// many letters. Returns the ids that moved (a letter whose lease was lost does not).
+    pub async fn mark_sending(
+        &self,
+        token: i64,
+        ids: &[i64],
+        now: Millis,
+    ) -> Result<Vec<i64>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.mark_sending(token, ids, now).await,
+        }
+    }
+
+    /// Extends every lease held under `token` until `until` (the worker's heartbeat).
+    pub async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.extend_leases(token, until).await,
+        }
+    }
+
+    /// Settles `in_doubt` letters: queue them again (`resend`) or record them as sent.
+    pub async fn resolve_in_doubt(
+        &self,
+        scope: &Scope<'_>,
+        resend: bool,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.resolve_in_doubt(scope, resend, now).await,
         }
     }
 

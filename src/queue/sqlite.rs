@@ -4,7 +4,7 @@
 
 use super::{
     AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature, QueueError,
-    Recorded, RetryOutcome, StatusReport, TargetCount,
+    Recorded, Recovered, RetryOutcome, Scope, StatusReport, TargetCount,
 };
 use crate::domain::{EmailAddress, LanguageTag, Letter, LetterState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -140,7 +140,7 @@ impl SqliteQueue {
     ) -> Result<Vec<ClaimedLetter>, QueueError> {
         let rows = sqlx::query(
             "UPDATE letters
-                SET state = 'sending', lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
+                SET state = 'claimed', lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
                     attempts = attempts + 1, updated_at = ?4
               WHERE id IN (
                     SELECT id FROM letters
@@ -231,24 +231,26 @@ impl SqliteQueue {
                 super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
                 _ => (r.finished_at, None),
             };
-            let done = sqlx::query(
+            let sql = format!(
                 "UPDATE letters
                     SET state = ?1, next_attempt_at = ?2, sent_at = ?3, last_code = ?4,
                         last_enhanced_code = ?5, last_reply = ?6, updated_at = ?7,
                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                  WHERE id = ?8 AND lease_token = ?9 AND state = 'sending'",
-            )
-            .bind(r.next.state().as_str())
-            .bind(next_at)
-            .bind(sent_at)
-            .bind(r.code)
-            .bind(r.enhanced_code.as_deref())
-            .bind(r.reply.as_deref())
-            .bind(now)
-            .bind(r.letter_id)
-            .bind(r.lease_token)
-            .execute(&mut *tx)
-            .await?;
+                  WHERE id = ?8 AND lease_token = ?9 AND state IN ({})",
+                LetterState::sources_sql(r.next.state())
+            );
+            let done = sqlx::query(&sql)
+                .bind(r.next.state().as_str())
+                .bind(next_at)
+                .bind(sent_at)
+                .bind(r.code)
+                .bind(r.enhanced_code.as_deref())
+                .bind(r.reply.as_deref())
+                .bind(now)
+                .bind(r.letter_id)
+                .bind(r.lease_token)
+                .execute(&mut *tx)
+                .await?;
             moved += done.rows_affected();
         }
         tx.commit().await?;
@@ -267,7 +269,7 @@ impl SqliteQueue {
                     SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
                         attempts = attempts - 1, updated_at = ?1,
                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                  WHERE id = ?2 AND lease_token = ?3 AND state = 'sending'",
+                  WHERE id = ?2 AND lease_token = ?3 AND state = 'claimed'",
             )
             .bind(now)
             .bind(id)
@@ -280,33 +282,107 @@ impl SqliteQueue {
         Ok(n)
     }
 
-    pub(super) async fn recover_expired(&self, now: Millis) -> Result<u64, QueueError> {
+    pub(super) async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
+        const LOST: &str = "the worker sending this letter stopped after the data may have been \
+                            transmitted, before the server's reply was recorded (lease expired)";
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at, duration_ms,
-                outcome, stage, reply)
-             SELECT id, attempts, COALESCE(lease_owner, ''), updated_at, ?1, ?1 - updated_at,
-                'in_doubt', 'unknown',
-                'the worker sending this letter stopped before recording the result (lease expired)'
-               FROM letters
-              WHERE state IN ('claimed', 'sending') AND lease_expires_at < ?1",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let n = sqlx::query(
+        // Claimed but DATA never accepted: the server holds no complete message. Queue again,
+        // uncounting the attempt that never happened.
+        let requeued = sqlx::query(
             "UPDATE letters
-                SET state = 'in_doubt', updated_at = ?1,
-                    last_reply = 'the worker sending this letter stopped before recording the result (lease expired)',
+                SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
+                    attempts = attempts - 1, updated_at = ?1,
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-              WHERE state IN ('claimed', 'sending') AND lease_expires_at < ?1",
+              WHERE state = 'claimed' AND lease_expires_at < ?1",
         )
         .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // In the conversation past DATA: it may have been delivered. Never resent on its own.
+        sqlx::query(
+            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at, duration_ms,
+                outcome, stage, reply)
+             SELECT id, attempts, COALESCE(lease_owner, ''), updated_at, ?1, ?1 - updated_at,
+                'in_doubt', 'end_of_data', ?2
+               FROM letters
+              WHERE state = 'sending' AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .bind(LOST)
+        .execute(&mut *tx)
+        .await?;
+        let in_doubt = sqlx::query(
+            "UPDATE letters
+                SET state = 'in_doubt', updated_at = ?1, last_code = NULL, last_enhanced_code = NULL,
+                    last_reply = ?2, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+              WHERE state = 'sending' AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .bind(LOST)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(n)
+        Ok(Recovered { requeued, in_doubt })
+    }
+
+    pub(super) async fn mark_sending(
+        &self,
+        token: i64,
+        ids: &[i64],
+        now: Millis,
+    ) -> Result<Vec<i64>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(ids).expect("ids serialise");
+        Ok(sqlx::query_scalar(
+            "UPDATE letters SET state = 'sending', updated_at = ?1
+              WHERE lease_token = ?2 AND state = 'claimed'
+                AND id IN (SELECT value FROM json_each(?3))
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(token)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
+        Ok(sqlx::query(
+            "UPDATE letters SET lease_expires_at = ?1
+              WHERE lease_token = ?2 AND state IN ('claimed', 'sending')",
+        )
+        .bind(until)
+        .bind(token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn resolve_in_doubt(
+        &self,
+        scope: &Scope<'_>,
+        resend: bool,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
+        let sql = if resend {
+            "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
+              WHERE state = 'in_doubt' AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)"
+        } else {
+            "UPDATE letters SET state = 'sent', sent_at = ?1, updated_at = ?1,
+                    last_reply = 'marked sent by an organiser after being in doubt'
+              WHERE state = 'in_doubt' AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)"
+        };
+        Ok(sqlx::query(sql)
+            .bind(now)
+            .bind(scope.campaign)
+            .bind(scope.letter)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     pub(super) async fn next_due(

@@ -1,28 +1,33 @@
 //! The worker: claims due letters, paces them, sends them and records what happened.
 //!
-//! One `Dispatcher::run` is a pipeline of three parts joined by bounded channels:
-//! a claimer leasing small batches of due letters; `transport.concurrency()` sending tasks,
-//! each owning one connection and waiting on the rate limiters before each letter; and a
-//! recorder writing results in batches (one short transaction per batch). No transaction is
-//! open during an SMTP conversation. On stop, sending tasks finish the letter in hand, and
-//! letters claimed but not started are handed back to the queue.
+//! One `Dispatcher::run` is a pipeline joined by bounded channels: a claimer leasing small
+//! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
+//! connection and waiting on the rate limiters before each letter; a marker that records, in
+//! one write for many letters, that a letter's DATA was accepted (`sending`: from here on it may
+//! be delivered); a recorder writing results in batches; and a heartbeat extending the run's
+//! leases. No transaction is open during an SMTP conversation.
+//!
+//! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
+//! never got a complete message), `sending` ones become `in_doubt` (it may have). On stop,
+//! sending tasks finish the letter in hand, and letters claimed but not started are handed back.
 
 mod retry;
 
 pub use retry::RetryPolicy;
 
-use crate::config::Settings;
+use crate::config::{InDoubtPolicy, Settings};
 use crate::mailer::{Sender, Transport};
 use crate::queue::{
-    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError,
+    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError, Recovered,
 };
 use governor::{DefaultDirectRateLimiter, Quota};
+use rand::SeedableRng;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Errors that stop a run (send failures never do: they are recorded per letter).
@@ -77,8 +82,8 @@ pub struct RunSummary {
     pub expired: u64,
     /// Letters claimed but handed back unstarted (on stop).
     pub released: u64,
-    /// Letters found abandoned by a vanished worker and marked in doubt.
-    pub recovered_in_doubt: u64,
+    /// Letters left by a worker that vanished: queued again, or marked in doubt.
+    pub recovered: Recovered,
     pub seconds: f64,
 }
 
@@ -110,6 +115,9 @@ pub struct Dispatcher {
     policy: RetryPolicy,
     claim_batch: u32,
     lease_ms: i64,
+    throttle_cooldown_ms: i64,
+    /// Until when (queue millis) the relay asked us to slow down: no letter starts before.
+    cooldown_until: Arc<AtomicI64>,
     worker_id: String,
     counters: Arc<Counters>,
 }
@@ -122,9 +130,12 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// A request to the marker: a letter id, and where to answer whether it may be transmitted.
+type MarkRequest = (i64, oneshot::Sender<bool>);
+
 /// A rate limiter allowing `rate` letters per second with bursts of `burst`.
 pub fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_nanos(1));
     let quota = Quota::with_period(period)
         .expect("period is positive")
         .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"));
@@ -153,9 +164,12 @@ impl Dispatcher {
                 base_ms: s.retry_base_seconds as i64 * 1000,
                 max_ms: s.retry_max_seconds as i64 * 1000,
                 max_age_ms: s.max_age_hours as i64 * 3_600_000,
+                resend_in_doubt: s.in_doubt == InDoubtPolicy::Resend,
             },
             claim_batch: s.claim_batch,
             lease_ms: s.lease_seconds as i64 * 1000,
+            throttle_cooldown_ms: s.throttle_cooldown_seconds as i64 * 1000,
+            cooldown_until: Arc::new(AtomicI64::new(0)),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             counters: Arc::new(Counters::default()),
         }
@@ -181,19 +195,30 @@ impl Dispatcher {
     ) -> Result<RunSummary, WorkerError> {
         let started = Instant::now();
         let mut summary = RunSummary {
-            recovered_in_doubt: self.queue.recover_expired(now_millis()).await?,
+            recovered: self.queue.recover_expired(now_millis()).await?,
             ..RunSummary::default()
         };
+        // One fencing token for this run's leases.
+        let token = rand::random::<i64>() & i64::MAX;
         let concurrency = self.transport.concurrency().max(1);
         let capacity = (self.claim_batch as usize).max(concurrency);
         let (letters_tx, letters_rx) = mpsc::channel::<ClaimedLetter>(capacity);
         let letters_rx = Arc::new(Mutex::new(letters_rx));
         let (results_tx, results_rx) = mpsc::channel::<AttemptRecord>(capacity * 4);
+        let (marks_tx, marks_rx) = mpsc::channel::<MarkRequest>(concurrency * 2);
 
         let recorder = tokio::spawn(record_results(
             self.queue.clone(),
             results_rx,
             self.counters.clone(),
+        ));
+        let marker = tokio::spawn(mark_sending(self.queue.clone(), token, marks_rx));
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.queue.clone(),
+            token,
+            self.lease_ms,
+            heartbeat_stop.clone(),
         ));
         let mut senders = Vec::with_capacity(concurrency);
         for _ in 0..concurrency {
@@ -202,15 +227,20 @@ impl Dispatcher {
                 self.transport.sender(),
                 letters_rx.clone(),
                 results_tx.clone(),
+                marks_tx.clone(),
                 stop.clone(),
             )));
         }
         drop(results_tx);
+        drop(marks_tx);
 
-        let claim_result = self.claim_loop(opts, &letters_tx, &stop).await;
+        let claim_result = self.claim_loop(opts, token, &letters_tx, &stop).await;
         drop(letters_tx);
+        let mut task_error = None;
         for s in senders {
-            s.await.map_err(|e| WorkerError::Task(e.to_string()))?;
+            if let Err(e) = s.await {
+                task_error = Some(e.to_string());
+            }
         }
         // Letters claimed but never started (stop requested): hand them back.
         let mut unstarted = Vec::new();
@@ -223,9 +253,17 @@ impl Dispatcher {
         let recorded = recorder
             .await
             .map_err(|e| WorkerError::Task(e.to_string()))?;
+        marker.await.map_err(|e| WorkerError::Task(e.to_string()))?;
+        heartbeat_stop.cancel();
+        heartbeat
+            .await
+            .map_err(|e| WorkerError::Task(e.to_string()))?;
         summary.released = self.queue.release(&unstarted, now_millis()).await?;
         claim_result?;
         recorded?;
+        if let Some(e) = task_error {
+            return Err(WorkerError::Task(e));
+        }
         let c = &self.counters;
         summary.sent = c.sent.load(Ordering::Relaxed);
         summary.deferred = c.deferred.load(Ordering::Relaxed);
@@ -239,11 +277,13 @@ impl Dispatcher {
     async fn claim_loop(
         &self,
         opts: &RunOptions,
+        token: i64,
         tx: &mpsc::Sender<ClaimedLetter>,
         stop: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let mut claimed_total: u64 = 0;
         let mut last_recovery = Instant::now();
+        let recovery_every = Duration::from_millis((self.lease_ms / 3).max(1000) as u64);
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -268,7 +308,7 @@ impl Dispatcher {
                 .queue
                 .claim(&ClaimRequest {
                     owner: &self.worker_id,
-                    token: rand::random::<i64>() & i64::MAX,
+                    token,
                     now,
                     lease_ms: self.lease_ms,
                     limit: want,
@@ -279,8 +319,15 @@ impl Dispatcher {
                 if !opts.continuous {
                     return Ok(());
                 }
-                if last_recovery.elapsed() > Duration::from_secs(30) {
-                    self.queue.recover_expired(now_millis()).await?;
+                if last_recovery.elapsed() > recovery_every {
+                    let r = self.queue.recover_expired(now_millis()).await?;
+                    if r.requeued + r.in_doubt > 0 {
+                        tracing::warn!(
+                            requeued = r.requeued,
+                            in_doubt = r.in_doubt,
+                            "recovered letters from a worker that stopped"
+                        );
+                    }
                     last_recovery = Instant::now();
                 }
                 let next = self.queue.next_due(opts.campaign.as_deref()).await?;
@@ -313,6 +360,7 @@ async fn send_letters(
     mut sender: Sender,
     rx: Arc<Mutex<mpsc::Receiver<ClaimedLetter>>>,
     results: mpsc::Sender<AttemptRecord>,
+    marks: mpsc::Sender<MarkRequest>,
     stop: CancellationToken,
 ) {
     let mut rng = rand::rngs::StdRng::from_os_rng();
@@ -328,7 +376,11 @@ async fn send_letters(
             }
         };
         let Some(claimed) = next else { break };
-        // Pace: the global cap, then the campaign's own.
+        // Pace: a relay cool-down after a throttling reply, the global cap, the campaign's own.
+        let cooldown = d.cooldown_until.load(Ordering::Relaxed) - now_millis();
+        if cooldown > 0 {
+            tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
+        }
         d.global.until_ready().await;
         if let Some(l) = d.per_campaign.get(&claimed.campaign) {
             l.until_ready().await;
@@ -338,10 +390,26 @@ async fn send_letters(
             "{}-{:08}-{}",
             claimed.campaign, claimed.id, claimed.letter.target_id
         );
+        let gate = async {
+            let (tx, rx) = oneshot::channel();
+            if marks.send((claimed.id, tx)).await.is_err() {
+                return false;
+            }
+            rx.await.unwrap_or(false)
+        };
         let delivery = sender
-            .send(&claimed.letter, &claimed.message_id, &stem)
+            .send(&claimed.letter, &claimed.message_id, &stem, gate)
             .await;
         let finished_at = now_millis();
+        if delivery.throttled {
+            let until = finished_at + d.throttle_cooldown_ms;
+            d.cooldown_until.fetch_max(until, Ordering::Relaxed);
+            tracing::warn!(
+                code = delivery.code,
+                cooldown_ms = d.throttle_cooldown_ms,
+                "the relay asked to slow down; pausing"
+            );
+        }
         let next = d.policy.next(
             &delivery,
             claimed.attempt,
@@ -370,7 +438,38 @@ async fn send_letters(
     sender.close().await;
 }
 
-use rand::SeedableRng;
+/// Records, many letters per write, that their DATA was accepted (`claimed` -> `sending`), and
+/// answers each sending task whether it may transmit (not if its lease was lost).
+async fn mark_sending(queue: Queue, token: i64, mut rx: mpsc::Receiver<MarkRequest>) {
+    let mut batch: Vec<MarkRequest> = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        let moved = match queue.mark_sending(token, &ids, now_millis()).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record letters as sending; holding them back");
+                Vec::new()
+            }
+        };
+        for (id, reply) in batch.drain(..) {
+            let _ = reply.send(moved.contains(&id));
+        }
+    }
+}
+
+/// Extends this run's leases every third of their length until stopped.
+async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationToken) {
+    let every = Duration::from_millis((lease_ms / 3).max(500) as u64);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = queue.extend_leases(token, now_millis() + lease_ms).await {
+            tracing::error!(error = %e, "cannot extend leases");
+        }
+    }
+}
 
 /// Writes results in batches: whatever has arrived, up to 512 at a time, in one transaction.
 async fn record_results(

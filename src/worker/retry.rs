@@ -12,6 +12,9 @@ pub struct RetryPolicy {
     pub base_ms: Millis,
     pub max_ms: Millis,
     pub max_age_ms: Millis,
+    /// At-least-once: letters in doubt are retried like transient failures (a duplicate is
+    /// possible, and recognisable by its Message-ID) instead of waiting for an organiser.
+    pub resend_in_doubt: bool,
 }
 
 impl RetryPolicy {
@@ -36,7 +39,10 @@ impl RetryPolicy {
         match delivery.verdict {
             Verdict::Accepted => NextState::Sent,
             Verdict::Permanent => NextState::Failed,
-            Verdict::InDoubt => NextState::InDoubt,
+            Verdict::InDoubt if !self.resend_in_doubt => NextState::InDoubt,
+            Verdict::InDoubt => NextState::Deferred {
+                retry_at: now + self.backoff(attempt, rng),
+            },
             Verdict::Transient if now - queued_at >= self.max_age_ms => NextState::Expired,
             Verdict::Transient => NextState::Deferred {
                 retry_at: now + self.backoff(attempt, rng),
@@ -58,6 +64,7 @@ mod tests {
             base_ms: 5 * MIN,
             max_ms: 240 * MIN,
             max_age_ms: 5 * 24 * 60 * MIN,
+            resend_in_doubt: false,
         }
     }
 

@@ -1,1 +1,14 @@
-fn main() {}
+//! The one integration-test binary. Each module is a family of tests; `helpers` spawns the real
+//! application (its own temporary SQLite file, campaign folder and outbox per test) and
+//! `smtp_server` is a scripted SMTP server for fault cases.
+
+mod helpers;
+mod smtp_server;
+
+mod cli;
+mod csv_import;
+mod delivery;
+mod faults;
+mod real_smtp;
+mod signing;
+mod templates;

@@ -96,6 +96,8 @@ pub(crate) enum Action {
     Stall,
     /// Write these raw bytes as the reply (counts as a non-positive reply).
     Garbage(Vec<u8>),
+    /// Wait this long, then do what the accept-all server does (a slow server).
+    Delay(Duration),
 }
 
 /// Shorthand for [`Action::Reply`].
@@ -319,6 +321,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// The script's decision with `Default` already resolved.
 enum Resolved {
     Reply(u16, String),
+    Delayed(Duration, u16, String),
     Close,
     Stall,
     Garbage(Vec<u8>),
@@ -327,7 +330,7 @@ enum Resolved {
 impl Resolved {
     fn code(&self) -> Option<u16> {
         match self {
-            Resolved::Reply(code, _) => Some(*code),
+            Resolved::Reply(code, _) | Resolved::Delayed(_, code, _) => Some(*code),
             _ => None,
         }
     }
@@ -738,11 +741,16 @@ impl Session {
             Action::Close => Resolved::Close,
             Action::Stall => Resolved::Stall,
             Action::Garbage(bytes) => Resolved::Garbage(bytes),
+            Action::Delay(wait) => Resolved::Delayed(wait, code, text),
         }
     }
 
     async fn perform(&mut self, decision: Resolved) -> Flow {
         match decision {
+            Resolved::Delayed(wait, code, text) => {
+                tokio::time::sleep(wait).await;
+                self.raw_reply(code, &text).await
+            }
             Resolved::Reply(code, text) => {
                 let flow = self.raw_reply(code, &text).await;
                 if code == 421 {

@@ -1,0 +1,234 @@
+//! Spawning the application for a test: a temporary folder holding the SQLite file, a copy of
+//! the campaigns under `letters/` and the outbox, settings built from `MISSIVE_*` pairs exactly
+//! as the binary builds them, and small helpers to sign, send and look into the database.
+//! Logs stay quiet unless `TEST_LOG=1`.
+
+use missive::config::Settings;
+use missive::domain::NewSigner;
+use missive::intake;
+use missive::queue::{Recorded, Source, StatusReport};
+use missive::startup::App;
+use missive::worker::{RunOptions, RunSummary};
+use sqlx::sqlite::SqlitePool;
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) const CAMPAIGN: &str = "mexico-deportations";
+
+/// A running application in its own folder.
+pub(crate) struct TestApp {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) settings: Settings,
+    pub(crate) app: App,
+    env: Vec<(String, String)>,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The environment a test app runs with: everything inside `dir`, pacing out of the way.
+pub(crate) fn base_env(dir: &Path) -> Vec<(String, String)> {
+    [
+        (
+            "MISSIVE_DATABASE__URL",
+            format!("sqlite://{}", dir.join("missive.db").display()),
+        ),
+        (
+            "MISSIVE_LETTERS__DIR",
+            dir.join("letters").display().to_string(),
+        ),
+        (
+            "MISSIVE_OUTBOX__DIR",
+            dir.join("outbox").display().to_string(),
+        ),
+        ("MISSIVE_SENDING__RATE_PER_SECOND", "100000".into()),
+        ("MISSIVE_SENDING__BURST", "10000".into()),
+        ("MISSIVE_SMTP__STARTTLS", "off".into()),
+        ("MISSIVE_SMTP__CONNECT_TIMEOUT_SECONDS", "5".into()),
+        ("MISSIVE_SMTP__SEND_TIMEOUT_SECONDS", "5".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A fresh folder with a copy of the example campaign, its campaign-wide rate lifted so tests
+/// are not paced.
+pub(crate) fn test_folder() -> tempfile::TempDir {
+    if std::env::var_os("TEST_LOG").is_some() {
+        missive::telemetry::init("debug");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("letters");
+    copy_dir(&src, &dir.path().join("letters"));
+    let toml = dir
+        .path()
+        .join("letters")
+        .join(CAMPAIGN)
+        .join("campaign.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let lifted: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("rate_per_second") {
+                "rate_per_second = 100000.0".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&toml, lifted + "\n").unwrap();
+    dir
+}
+
+/// Spawns the app with the outbox transport.
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns the app with extra `MISSIVE_*` settings (e.g. `MISSIVE_SMTP__URL`).
+pub(crate) async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let dir = test_folder();
+    let mut env = base_env(dir.path());
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::load(None, env.clone()).expect("test settings load");
+    let app = App::build(settings.clone()).await.expect("app builds");
+    TestApp {
+        dir,
+        settings,
+        app,
+        env,
+    }
+}
+
+/// A signer with sensible defaults.
+pub(crate) fn signer(first: &str, last: &str, email: &str) -> NewSigner {
+    NewSigner {
+        first_name: first.into(),
+        last_name: last.into(),
+        email: email.into(),
+        ..NewSigner::default()
+    }
+}
+
+impl TestApp {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn outbox(&self) -> PathBuf {
+        self.path().join("outbox")
+    }
+
+    /// Signs the example campaign.
+    pub(crate) async fn sign(&self, input: &NewSigner) -> Result<Recorded, intake::IntakeError> {
+        let campaign = self.app.registry.get(CAMPAIGN).unwrap();
+        intake::sign(&self.app.queue, &campaign, input, Source::Cli).await
+    }
+
+    /// Runs one batch: every due letter.
+    pub(crate) async fn send_all(&self) -> RunSummary {
+        self.app
+            .dispatcher()
+            .run(&RunOptions::default(), CancellationToken::new())
+            .await
+            .expect("the batch runs")
+    }
+
+    pub(crate) async fn status(&self) -> StatusReport {
+        self.app.queue.status(None).await.unwrap()
+    }
+
+    /// A second connection to the database, for assertions.
+    pub(crate) async fn db(&self) -> SqlitePool {
+        SqlitePool::connect(&self.settings.database.url)
+            .await
+            .unwrap()
+    }
+
+    /// The real `missive` binary, run in this app's folder with its settings.
+    pub(crate) fn cli(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_missive"));
+        cmd.current_dir(self.path())
+            .env_remove("MISSIVE_CONFIG")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Writes a file in the app's folder and returns its path.
+    pub(crate) fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+/// The output of a finished command.
+pub(crate) struct Ran {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs a command to completion.
+pub(crate) fn run(cmd: &mut std::process::Command) -> Ran {
+    let out = cmd.output().expect("the binary runs");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Decodes a quoted-printable body (enough for the letters Missive writes).
+pub(crate) fn decode_qp(text: &str) -> String {
+    let mut bytes = Vec::new();
+    let raw = text.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'=' if i + 2 < raw.len() + 1
+                && raw.get(i + 1) == Some(&b'\r')
+                && raw.get(i + 2) == Some(&b'\n') =>
+            {
+                i += 3
+            }
+            b'=' if raw.get(i + 1) == Some(&b'\n') => i += 2,
+            b'=' if i + 2 < raw.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&raw[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        bytes.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        bytes.push(b'=');
+                        i += 1;
+                    }
+                }
+            }
+            b => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
