@@ -6,9 +6,11 @@ mod helpers;
 mod smtp_server;
 
 mod cli;
+mod crash;
 mod csv_import;
 mod delivery;
 mod faults;
 mod real_smtp;
 mod signing;
 mod templates;
+mod transitions;

@@ -1,0 +1,143 @@
+//! The queue's state machine, property-tested against a real SQLite queue: random sequences of
+//! every queue operation, with every letter's state read after each one; each change must be an
+//! edge of `domain::TRANSITIONS`, and fenced writes with a stale token must change nothing.
+
+use crate::helpers::{signer, spawn_app, TestApp};
+use missive::domain::LetterState;
+use missive::queue::{AttemptRecord, ClaimRequest, NextState, Scope};
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Claim { limit: u32, token: i64 },
+    Mark { token: i64, pick: usize },
+    Record { token: i64, pick: usize, next: u8 },
+    Release { token: i64, pick: usize },
+    Heartbeat { token: i64 },
+    Recover { advance_ms: i64 },
+    RetryFailed,
+    RetryLetter { pick: usize },
+    Resolve { resend: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let token = 1i64..4;
+    prop_oneof![
+        (1u32..6, token.clone()).prop_map(|(limit, token)| Op::Claim { limit, token }),
+        (token.clone(), 0usize..8).prop_map(|(token, pick)| Op::Mark { token, pick }),
+        (token.clone(), 0usize..8, 0u8..5).prop_map(|(token, pick, next)| Op::Record {
+            token,
+            pick,
+            next
+        }),
+        (token.clone(), 0usize..8).prop_map(|(token, pick)| Op::Release { token, pick }),
+        token.prop_map(|token| Op::Heartbeat { token }),
+        (0i64..120_000).prop_map(|advance_ms| Op::Recover { advance_ms }),
+        Just(Op::RetryFailed),
+        (0usize..8).prop_map(|pick| Op::RetryLetter { pick }),
+        any::<bool>().prop_map(|resend| Op::Resolve { resend }),
+    ]
+}
+
+async fn states(app: &TestApp) -> HashMap<i64, LetterState> {
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM letters")
+        .fetch_all(&app.db().await)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(id, s)| (id, s.parse().unwrap()))
+        .collect()
+}
+
+async fn apply(app: &TestApp, op: &Op, now: &mut i64, ids: &[i64]) {
+    let q = &app.app.queue;
+    let id = |pick: usize| ids[pick % ids.len()];
+    match *op {
+        Op::Claim { limit, token } => {
+            q.claim(&ClaimRequest {
+                owner: "prop",
+                token,
+                now: *now,
+                lease_ms: 30_000,
+                limit,
+                campaign: None,
+            })
+            .await
+            .unwrap();
+        }
+        Op::Mark { token, pick } => {
+            q.mark_sending(token, &[id(pick)], *now).await.unwrap();
+        }
+        Op::Record { token, pick, next } => {
+            let next = match next {
+                0 => NextState::Sent,
+                1 => NextState::Deferred { retry_at: *now },
+                2 => NextState::Failed,
+                3 => NextState::InDoubt,
+                _ => NextState::Expired,
+            };
+            let record = AttemptRecord {
+                letter_id: id(pick),
+                lease_token: token,
+                attempt: 1,
+                worker: "prop".into(),
+                started_at: *now,
+                finished_at: *now,
+                next,
+                stage: None,
+                code: None,
+                enhanced_code: None,
+                reply: None,
+            };
+            q.record_attempts(&[record], *now).await.unwrap();
+        }
+        Op::Release { token, pick } => {
+            q.release(&[(id(pick), token)], *now).await.unwrap();
+        }
+        Op::Heartbeat { token } => {
+            q.extend_leases(token, *now + 30_000).await.unwrap();
+        }
+        Op::Recover { advance_ms } => {
+            *now += advance_ms;
+            q.recover_expired(*now).await.unwrap();
+        }
+        Op::RetryFailed => {
+            q.retry_failed(None, *now).await.unwrap();
+        }
+        Op::RetryLetter { pick } => {
+            q.retry_letter(id(pick), *now).await.unwrap();
+        }
+        Op::Resolve { resend } => {
+            q.resolve_in_doubt(&Scope::default(), resend, *now)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_state_change_is_an_allowed_transition(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let app = spawn_app().await;
+            app.sign(&signer("Ana", "Example", "ana@example.net")).await.unwrap();
+            app.sign(&signer("Luis", "Example", "luis@example.net")).await.unwrap();
+            let mut now = missive::queue::now_millis();
+            let mut before = states(&app).await;
+            let ids: Vec<i64> = before.keys().copied().collect();
+            for op in &ops {
+                apply(&app, op, &mut now, &ids).await;
+                let after = states(&app).await;
+                for (id, from) in &before {
+                    let to = after[id];
+                    assert!(*from == to || from.can_move_to(to), "{op:?} moved letter {id} from {from} to {to}");
+                }
+                before = after;
+            }
+        });
+    }
+}
