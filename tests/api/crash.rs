@@ -179,7 +179,7 @@ async fn sigterm_stops_a_batch_cleanly_with_no_letter_left_leased() {
     assert_eq!(c.get("sending"), None, "{c:?}");
     assert_eq!(c.get("in_doubt"), None, "{c:?}");
     let sent = c.get("sent").copied().unwrap_or(0);
-    assert!(sent >= 20 && sent < 400, "{c:?}");
+    assert!((20..400).contains(&sent), "{c:?}");
     assert_eq!(sent + c.get("queued").copied().unwrap_or(0), 400);
     assert_eq!(
         server.received().len() as i64,
