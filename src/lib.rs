@@ -11,6 +11,7 @@ pub mod domain;
 pub mod intake;
 pub mod letters;
 pub mod mailer;
+pub mod pacing;
 pub mod queue;
 pub mod startup;
 pub mod telemetry;
