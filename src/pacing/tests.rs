@@ -668,6 +668,26 @@ fn worked_example_twelve_thousand_signers_to_four_targets() {
         last.date_naive(),
         NaiveDate::from_ymd_opt(2026, 5, 12).unwrap()
     );
+
+    // With the example campaign's flat curve: 9 x 60 = 540 a day, 23 working days, the last
+    // letter at 10:19:40 on Thursday 7 May (20 s apart, each hour's 60 take its first 20 minutes).
+    let flat = Setup {
+        targets: setup
+            .targets
+            .iter()
+            .map(|t| T {
+                flat: true,
+                ..t.clone()
+            })
+            .collect(),
+        ..setup
+    };
+    let (s, _) = flat.scheduler(from);
+    let plan = s.plan(dt(from), dt(from + 120 * 24 * HOUR));
+    let p = &plan[0];
+    assert_eq!((p.per_day.len(), p.per_day[1].1), (23, 540));
+    let last = p.last_at.unwrap().with_timezone(&flat.targets[0].tz);
+    assert_eq!(last.to_rfc3339(), "2026-05-07T10:19:40-06:00");
 }
 
 #[test]
