@@ -2,7 +2,8 @@
 //! campaign targets, queued durably, paced, sent over SMTP and tracked letter by letter.
 //!
 //! Modules by domain, dependencies pointing one way:
-//! `domain` <- `letters`, `queue`, `mailer` <- `intake`, `worker` <- `startup` <- `commands`.
+//! `domain` <- `pacing` (pure) <- `letters`, `queue`, `mailer` <- `intake`, `worker` <- `startup`
+//! <- `commands`.
 
 pub mod cli;
 pub mod commands;
