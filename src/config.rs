@@ -19,6 +19,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub outbox: OutboxSettings,
     pub sending: SendingSettings,
+    pub pacing: PacingSettings,
 }
 
 /// `[database]`
@@ -106,6 +107,14 @@ pub enum InDoubtPolicy {
     Resend,
 }
 
+/// `[pacing]`: limits over all campaigns (per-target pacing is in each campaign.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingSettings {
+    /// Letters per sliding hour to any one receiving domain.
+    pub per_domain_per_hour: u32,
+}
+
 /// A setting that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -185,6 +194,20 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The limits the pacing scheduler applies over everything sent: the relay's rate and
+    /// burst (`[sending]`) and the budget per receiving domain (`[pacing]`).
+    pub fn pacing_limits(&self) -> Result<crate::pacing::GlobalLimits, ConfigError> {
+        crate::pacing::GlobalLimits::new(
+            self.sending.rate_per_second,
+            self.sending.burst,
+            self.pacing.per_domain_per_hour,
+        )
+        .map_err(|p| ConfigError::Invalid {
+            key: p.key,
+            problem: p.message,
+        })
+    }
+
     /// Loads settings the way the binary does: `--config`/`MISSIVE_CONFIG`, then the process
     /// environment.
     pub fn from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -213,6 +236,12 @@ impl Settings {
         }
         if !(self.sending.rate_per_second > 0.0 && self.sending.rate_per_second.is_finite()) {
             return bad("sending.rate_per_second", "must be a positive number");
+        }
+        if self.sending.rate_per_second > 1_000_000.0 {
+            return bad("sending.rate_per_second", "must be at most 1000000");
+        }
+        if self.pacing.per_domain_per_hour == 0 {
+            return bad("pacing.per_domain_per_hour", "must be at least 1");
         }
         if self.sending.burst == 0 {
             return bad("sending.burst", "must be at least 1");
@@ -325,6 +354,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("smtp.url"), "{err}");
+    }
+
+    #[test]
+    fn pacing_limits_come_from_sending_and_pacing_and_are_checked() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.pacing.per_domain_per_hour, 600);
+        let limits = s.pacing_limits().unwrap();
+        assert_eq!(limits.relay_interval_ms(), 50);
+        assert_eq!(limits.relay_burst(), 20);
+        let err = Settings::load(None, env(&[("MISSIVE_PACING__PER_DOMAIN_PER_HOUR", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pacing.per_domain_per_hour"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! campaign targets, queued durably, paced, sent over SMTP and tracked letter by letter.
 //!
 //! Modules by domain, dependencies pointing one way:
-//! `domain` <- `letters`, `queue`, `mailer` <- `intake`, `worker` <- `startup` <- `commands`.
+//! `domain` <- `pacing` (pure) <- `letters`, `queue`, `mailer` <- `intake`, `worker` <- `startup`
+//! <- `commands`.
 
 pub mod cli;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod domain;
 pub mod intake;
 pub mod letters;
 pub mod mailer;
+pub mod pacing;
 pub mod queue;
 pub mod startup;
 pub mod telemetry;

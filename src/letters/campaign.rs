@@ -1,9 +1,10 @@
 //! `campaign.toml` and the folder around it: the raw TOML shape (strict: unknown keys are
-//! errors), and the checked `Campaign` with its targets and compiled templates.
+//! errors), and the checked `Campaign` with its targets, pacing and compiled templates.
 
 use super::render::Templates;
 use super::Problem;
 use crate::domain::{CampaignSlug, EmailAddress, LanguageTag, TargetId};
+use crate::pacing::{CampaignPacing, RawPacing, RawTargetPacing, TargetSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ struct RawCampaign {
     organisation: RawOrganisation,
     #[serde(default)]
     sending: RawSending,
+    #[serde(default)]
+    pacing: Option<RawPacing>,
     #[serde(default)]
     text: BTreeMap<String, RawText>,
     #[serde(default)]
@@ -59,6 +62,8 @@ struct RawTarget {
     time_zone: String,
     #[serde(default)]
     salutation: BTreeMap<String, String>,
+    #[serde(default)]
+    pacing: Option<RawTargetPacing>,
 }
 
 /// In which language each letter is written.
@@ -124,6 +129,8 @@ pub struct Campaign {
     pub organisation: Organisation,
     /// Campaign-wide cap on letters per second, if any.
     pub rate_per_second: Option<f64>,
+    /// How letters are paced to each target (`[pacing]`, with per-target overrides).
+    pub pacing: CampaignPacing,
     pub text: BTreeMap<LanguageTag, CampaignText>,
     pub targets: Vec<Target>,
     pub(super) templates: Templates,
@@ -137,6 +144,19 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The line where `needle` first appears after the line `from` (for errors found after parsing).
 fn find_line(text: &str, needle: &str) -> Option<usize> {
     text.find(needle).map(|at| line_of(text, at))
+}
+
+/// The line of the first `key = ...` at or after the line starting with `table`.
+fn key_line_after(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut lines = text.lines().enumerate();
+    lines.find(|(_, l)| l.trim_start().starts_with(table))?;
+    lines
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|(i, _)| i + 1)
 }
 
 impl Campaign {
@@ -334,6 +354,32 @@ impl Campaign {
             }
         }
 
+        // Pacing: the campaign's table and each target's override, checked together.
+        let overrides: Vec<(TargetId, Option<&RawTargetPacing>)> = raw
+            .targets
+            .iter()
+            .filter_map(|t| Some((TargetId::parse(&t.id).ok()?, t.pacing.as_ref())))
+            .collect();
+        let pacing = match CampaignPacing::from_raw(raw.pacing.as_ref(), &overrides) {
+            Ok(p) => Some(p),
+            Err(found) => {
+                for p in found {
+                    // A target's problem points at the target; the campaign's at its key.
+                    let line = if p.scope.is_empty() {
+                        let leaf = p.key.rsplit('.').next().unwrap_or(p.key);
+                        key_line_after(&text, "[pacing", leaf).or_else(|| at("[pacing"))
+                    } else {
+                        overrides
+                            .iter()
+                            .find(|(id, _)| p.scope.contains(&format!("`{id}`")))
+                            .and_then(|(id, _)| at(&format!("\"{id}\"")))
+                    };
+                    problems.push(problem(line, p.to_string()));
+                }
+                None
+            }
+        };
+
         let templates = match Templates::load(dir, &languages) {
             Ok(t) => Some(t),
             Err(mut p) => {
@@ -342,8 +388,10 @@ impl Campaign {
             }
         };
 
-        match (default_language, sender, templates) {
-            (Some(default_language), Some(sender), Some(templates)) if problems.is_empty() => {
+        match (default_language, sender, templates, pacing) {
+            (Some(default_language), Some(sender), Some(templates), Some(pacing))
+                if problems.is_empty() =>
+            {
                 let campaign = Campaign {
                     slug,
                     dir: dir.to_owned(),
@@ -356,6 +404,7 @@ impl Campaign {
                         sender,
                     },
                     rate_per_second: raw.sending.rate_per_second,
+                    pacing,
                     text: texts,
                     targets,
                     templates,
@@ -401,6 +450,18 @@ impl Campaign {
             .expect("load() checks every language has its text")
     }
 
+    /// What the pacing scheduler needs about each target (`Scheduler::add_target`).
+    pub fn pacing_specs(&self) -> impl Iterator<Item = TargetSpec<'_>> {
+        self.targets.iter().map(move |t| TargetSpec {
+            campaign: self.slug.as_str(),
+            target: t.id.as_str(),
+            address: &t.email,
+            time_zone: t.time_zone,
+            rule: self.pacing.rule_for(&t.id),
+            drip_until: self.pacing.drip_until(),
+        })
+    }
+
     /// The target with this id.
     pub fn target(&self, id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.id.as_str() == id)
@@ -414,5 +475,101 @@ impl Campaign {
     /// The hash of the templates letters in `lang` are rendered from.
     pub fn template_hash(&self, lang: &LanguageTag) -> &str {
         self.templates.hash(lang)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("letters/mexico-deportations")
+    }
+
+    /// A copy of the example campaign with `edit` applied to its campaign.toml.
+    fn edited(edit: impl Fn(&str) -> String) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mexico-deportations");
+        copy_dir(&example_dir(), &dir);
+        let file = dir.join("campaign.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, edit(&text)).unwrap();
+        (tmp, dir)
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_campaign_loads_its_pacing_policy() {
+        let c = Campaign::load(&example_dir()).unwrap();
+        let rule = c.pacing.default_rule();
+        assert_eq!(rule.per_hour(), 60);
+        assert_eq!(rule.min_spacing_ms(), 20_000);
+        assert_eq!((rule.hour_cap(9), rule.hour_cap(17)), (60, 60));
+        assert!(rule
+            .window()
+            .holidays()
+            .contains(&chrono::NaiveDate::from_ymd_opt(2026, 9, 16).unwrap()));
+        let specs: Vec<_> = c.pacing_specs().collect();
+        assert_eq!(specs.len(), c.targets.len());
+        assert_eq!(specs[0].campaign, "mexico-deportations");
+        assert_eq!(specs[0].drip_until, None);
+    }
+
+    #[test]
+    fn a_target_pacing_override_applies_to_that_target_only() {
+        let (_tmp, dir) = edited(|t| {
+            t.replacen(
+                "time_zone = \"America/Mexico_City\"",
+                "time_zone = \"America/Mexico_City\"\npacing = { per_hour = 20, window = { hours = \"10:00-14:00\" } }",
+                1,
+            )
+        });
+        let c = Campaign::load(&dir).unwrap();
+        let first = &c.targets[0].id;
+        assert_eq!(c.pacing.rule_for(first).per_hour(), 20);
+        assert_eq!(c.pacing.rule_for(&c.targets[1].id).per_hour(), 60);
+    }
+
+    #[test]
+    fn bad_pacing_keys_are_problems_with_their_line() {
+        let (_tmp, dir) = edited(|t| {
+            t.replace("per_hour = 60 ", "per_hour = 0 ")
+                .replace("hours = \"09:00-18:00\"", "hours = \"18:00-09:00\"")
+                .replacen(
+                    "time_zone = \"America/Mexico_City\"",
+                    "time_zone = \"America/Mexico_City\"\npacing = { min_spacing_seconds = -5 }",
+                    1,
+                )
+        });
+        let problems = Campaign::load(&dir).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let find = |needle: &str| {
+            problems
+                .iter()
+                .find(|p| p.message.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {text:#?}"))
+        };
+        assert_eq!(find("pacing.per_hour").line, Some(30));
+        assert_eq!(find("pacing.window.hours").line, Some(41));
+        let target = find("target `presidency`: pacing.min_spacing_seconds");
+        assert!(target.line.is_some_and(|l| l > 60), "{target:?}");
+    }
+
+    #[test]
+    fn unknown_pacing_keys_are_refused() {
+        let (_tmp, dir) = edited(|t| t.replace("drip = false", "drip = false\nper_day = 3"));
+        let problems = Campaign::load(&dir).unwrap_err();
+        assert!(problems[0].message.contains("per_day"), "{problems:?}");
     }
 }
