@@ -56,6 +56,8 @@ pub(crate) fn base_env(dir: &Path) -> Vec<(String, String)> {
         ("MISSIVE_SMTP__STARTTLS", "off".into()),
         ("MISSIVE_SMTP__CONNECT_TIMEOUT_SECONDS", "5".into()),
         ("MISSIVE_SMTP__SEND_TIMEOUT_SECONDS", "5".into()),
+        // Tests that exercise the relay cool-down set their own.
+        ("MISSIVE_SENDING__THROTTLE_COOLDOWN_SECONDS", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
