@@ -34,7 +34,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Queue failed letters (or one letter) again.
     Retry(RetryArgs),
-    /// Run the worker until stopped (SIGINT or SIGTERM), sending letters as they come due.
+    /// Run the web intake (action pages, form, API) and the worker until stopped (SIGINT or
+    /// SIGTERM), sending letters as they come due.
     Serve(ServeArgs),
 }
 
@@ -138,4 +139,8 @@ pub struct ServeArgs {
     /// Only this campaign's letters.
     #[arg(long)]
     pub campaign: Option<String>,
+    /// Serve only the web intake; letters wait for a worker run elsewhere (`missive serve` or
+    /// `missive send`).
+    #[arg(long)]
+    pub no_worker: bool,
 }
