@@ -1,1 +1,6 @@
-fn main() {}
+//! The integration-test binary: one module per area.
+
+mod browser;
+mod smtp_server;
+mod web;
+mod web_helpers;
