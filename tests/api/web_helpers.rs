@@ -133,6 +133,15 @@ pub(crate) async fn spawn(opts: Spawn) -> TestApp {
     }
 }
 
+/// A port free on 127.0.0.1 a moment ago.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running Missive (web intake and worker) on 127.0.0.1, stopped when dropped.
 pub(crate) struct RunningApp {
     pub(crate) address: String,
@@ -145,8 +154,13 @@ pub(crate) struct RunningApp {
 }
 
 /// Runs the whole application (server and worker) on a free port.
-pub(crate) async fn spawn_running(opts: Spawn) -> RunningApp {
+pub(crate) async fn spawn_running(mut opts: Spawn) -> RunningApp {
     let dir = tempfile::tempdir().unwrap();
+    // The browser posts forms with its Origin, which must be base_url's: pick the port first.
+    let port = free_port();
+    opts.env.push(("MISSIVE_HTTP__BIND", format!("127.0.0.1:{port}")));
+    opts.env
+        .push(("MISSIVE_HTTP__BASE_URL", format!("http://127.0.0.1:{port}")));
     let settings = settings(dir.path(), &opts);
     let application = Application::build_with(settings, ServeOptions::default())
         .await
