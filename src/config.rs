@@ -315,9 +315,9 @@ impl Settings {
                 return bad(
                     "http.base_url",
                     format!(
-                        "`{}` is not an http:// or https:// address such as https://act.example.org",
-                        h.base_url
-                    ),
+                    "`{}` is not an http:// or https:// address such as https://act.example.org",
+                    h.base_url
+                ),
                 )
             }
         }
@@ -459,8 +459,16 @@ mod tests {
         for (var, value, key) in [
             ("MISSIVE_HTTP__BIND", "localhost", "http.bind"),
             ("MISSIVE_HTTP__BASE_URL", "ftp://x", "http.base_url"),
-            ("MISSIVE_HTTP__FRAME_ANCESTORS", "*;", "http.frame_ancestors"),
-            ("MISSIVE_HTTP__CONFIRM_EXPIRY_DAYS", "0", "http.confirm_expiry_days"),
+            (
+                "MISSIVE_HTTP__FRAME_ANCESTORS",
+                "*;",
+                "http.frame_ancestors",
+            ),
+            (
+                "MISSIVE_HTTP__CONFIRM_EXPIRY_DAYS",
+                "0",
+                "http.confirm_expiry_days",
+            ),
             ("MISSIVE_HTTP__API_KEYS", "short", "http.api_keys"),
             ("MISSIVE_HTTP__SECRET", "short", "http.secret"),
         ] {

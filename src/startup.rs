@@ -122,7 +122,9 @@ impl Application {
         )?;
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
-            .with_context(|| format!("cannot listen on {bind} (hint: check http.bind / MISSIVE_HTTP__BIND)"))?;
+            .with_context(|| {
+                format!("cannot listen on {bind} (hint: check http.bind / MISSIVE_HTTP__BIND)")
+            })?;
         let port = listener.local_addr()?.port();
         Ok(Application {
             app,

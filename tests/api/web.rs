@@ -51,15 +51,24 @@ async fn the_action_page_shows_the_appeal_the_recipients_a_preview_and_the_form(
 
     assert_eq!(page.status, StatusCode::OK);
     let b = &page.body;
-    assert!(b.contains("<h1>Mexico: Mass deportations must stop</h1>"), "{b}");
-    assert!(b.contains("<h2>What is happening</h2>"), "page.md is rendered");
+    assert!(
+        b.contains("<h1>Mexico: Mass deportations must stop</h1>"),
+        "{b}"
+    );
+    assert!(
+        b.contains("<h2>What is happening</h2>"),
+        "page.md is rendered"
+    );
     assert!(b.contains("Secretary of the Interior"));
     assert!(b.contains("National Migration Institute (Instituto Nacional de Migración)"));
     assert!(b.contains("Dear Madam President"), "the letter preview");
     assert!(b.contains("[Your name]"), "the placeholder signer");
     assert!(b.contains("Enter your details"));
     assert!(b.contains(r#"<label for="f-first_name">First name"#));
-    assert!(b.contains(r#"name="consent_contact" type="checkbox" value="yes">"#), "unchecked");
+    assert!(
+        b.contains(r#"name="consent_contact" type="checkbox" value="yes">"#),
+        "unchecked"
+    );
     assert!(!b.contains("<script>"), "no inline script");
     assert!(page.header("cache-control").contains("no-store"));
 }
@@ -77,14 +86,22 @@ async fn the_action_page_speaks_french_by_query_and_spanish_by_accept_language()
         .await;
 
     assert!(fr.body.contains(r#"<html lang="fr">"#));
-    assert!(fr.body.contains("Mexique\u{a0}: les expulsions massives doivent cesser"));
+    assert!(fr
+        .body
+        .contains("Mexique\u{a0}: les expulsions massives doivent cesser"));
     assert!(fr.body.contains("<h2>Ce qui se passe</h2>"));
     assert!(fr.body.contains("Vos coordonnées"));
     assert!(fr.body.contains("Madame la Présidente"));
     assert!(es.body.contains(r#"<html lang="es">"#));
-    assert!(es.body.contains("México: las deportaciones masivas deben cesar"));
+    assert!(es
+        .body
+        .contains("México: las deportaciones masivas deben cesar"));
     assert!(es.body.contains("Sus datos"));
-    assert!(es.body.contains("Estimada señora Presidenta"), "{}", es.body);
+    assert!(
+        es.body.contains("Estimada señora Presidenta"),
+        "{}",
+        es.body
+    );
 }
 
 #[tokio::test]
@@ -112,7 +129,10 @@ async fn every_page_carries_the_security_headers_and_only_the_embed_may_be_frame
         assert!(csp.contains("form-action 'self'"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         assert_eq!(r.header("x-content-type-options"), "nosniff");
-        assert_eq!(r.header("referrer-policy"), "strict-origin-when-cross-origin");
+        assert_eq!(
+            r.header("referrer-policy"),
+            "strict-origin-when-cross-origin"
+        );
     }
     let embed = app.get(&format!("/c/{SLUG}/embed?lang=es")).await;
     assert_eq!(embed.status, StatusCode::OK);
@@ -120,20 +140,30 @@ async fn every_page_carries_the_security_headers_and_only_the_embed_may_be_frame
         .header("content-security-policy")
         .contains("frame-ancestors https://www.example.org"));
     assert!(embed.body.contains(r#"name="embed" value="1""#));
-    assert!(!embed.body.contains("Estimada señora Presidenta"), "form only");
+    assert!(
+        !embed.body.contains("Estimada señora Presidenta"),
+        "form only"
+    );
 }
 
 #[tokio::test]
 async fn the_form_cookie_is_httponly_strict_and_secure_over_https() {
     let http = spawn(Spawn::default()).await;
-    let https = spawn(env(&[("MISSIVE_HTTP__BASE_URL", "https://act.example.org")])).await;
+    let https = spawn(env(&[(
+        "MISSIVE_HTTP__BASE_URL",
+        "https://act.example.org",
+    )]))
+    .await;
 
     let plain = http.get(&format!("/c/{SLUG}")).await;
     let secure = https.get(&format!("/c/{SLUG}")).await;
 
     let c = plain.header("set-cookie");
     assert!(c.starts_with("missive_csrf="), "{c}");
-    assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+        "{c}"
+    );
     assert!(!c.contains("Secure"), "{c}");
     let c = secure.header("set-cookie");
     assert!(c.starts_with("__Host-missive_csrf="), "{c}");
@@ -148,7 +178,10 @@ async fn a_valid_signature_queues_one_letter_per_target_and_redirects_to_thanks(
     let session = app.form_session().await;
 
     let r = app
-        .sign_form(&session, &[("consent_contact", "yes"), ("ref", "newsletter")])
+        .sign_form(
+            &session,
+            &[("consent_contact", "yes"), ("ref", "newsletter")],
+        )
         .await;
 
     assert_eq!(r.status, StatusCode::SEE_OTHER);
@@ -159,7 +192,7 @@ async fn a_valid_signature_queues_one_letter_per_target_and_redirects_to_thanks(
         rows,
         vec![("jose@example.net".into(), 1, Some("newsletter".into()))]
     );
-    let thanks = app.get(&r.header("location").to_owned()).await;
+    let thanks = app.get(r.header("location")).await;
     assert!(thanks.body.contains("Your letters are on their way"));
     app.drain().await;
     let files = app.outbox_files();
@@ -200,20 +233,36 @@ async fn invalid_fields_come_back_with_a_message_beside_each_and_the_values_kept
     let r = app
         .sign_form(
             &session,
-            &[("email", "jose.example.net"), ("last_name", ""), ("consent_letter", "\u{0}")],
+            &[
+                ("email", "jose.example.net"),
+                ("last_name", ""),
+                ("consent_letter", "\u{0}"),
+            ],
         )
         .await;
 
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let b = &r.body;
-    assert!(b.contains(r#"id="f-email-error">Enter an email address like name@example.org."#), "{b}");
-    assert!(b.contains(r#"aria-describedby="f-email-hint f-email-error""#), "{b}");
-    assert!(b.contains(r#"value="jose.example.net""#), "the bad value is kept");
+    assert!(
+        b.contains(r#"id="f-email-error">Enter an email address like name@example.org."#),
+        "{b}"
+    );
+    assert!(
+        b.contains(r#"aria-describedby="f-email-hint f-email-error""#),
+        "{b}"
+    );
+    assert!(
+        b.contains(r#"value="jose.example.net""#),
+        "the bad value is kept"
+    );
     assert!(b.contains(r#"value="José""#), "the good values are kept");
     assert!(b.contains(r#"value="Montréal""#));
     assert!(b.contains(r#"id="f-last_name-error">Please fill in this field."#));
     assert!(b.contains(r#"id="f-consent_letter-error""#));
-    assert!(b.contains(r##"href="#f-email""##), "the summary links to the field");
+    assert!(
+        b.contains(r##"href="#f-email""##),
+        "the summary links to the field"
+    );
     assert_eq!(app.letter_count().await, 0);
 }
 
@@ -400,13 +449,23 @@ async fn with_double_opt_in_letters_wait_until_the_link_is_followed() {
     let email = &files[0].1;
     assert!(email.contains("To: =?utf-8?b?"), "{email}");
     assert!(email.contains("<jose@example.net>"));
-    assert!(decode_body(email).contains("Bonjour José"), "in the signer's language");
+    assert!(
+        decode_body(email).contains("Bonjour José"),
+        "in the signer's language"
+    );
     let link = confirmation_path(email);
 
     let page = app.get(&link).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains(&format!(r#"action="{link}""#)), "a button, not a GET");
-    assert_eq!(app.letter_count().await, 1, "opening the link changes nothing");
+    assert!(
+        page.body.contains(&format!(r#"action="{link}""#)),
+        "a button, not a GET"
+    );
+    assert_eq!(
+        app.letter_count().await,
+        1,
+        "opening the link changes nothing"
+    );
 
     let confirmed = app.post_form(&link, "", &[]).await;
     assert_eq!(confirmed.status, StatusCode::OK);
@@ -529,7 +588,11 @@ async fn the_api_refuses_calls_without_a_valid_key() {
     let app = spawn(Spawn::default()).await;
 
     let missing = app
-        .post_api(&api_path(), api_body("ana@example.net"), &[("authorization", "")])
+        .post_api(
+            &api_path(),
+            api_body("ana@example.net"),
+            &[("authorization", "")],
+        )
         .await;
     let wrong = app
         .post_api(
@@ -551,8 +614,12 @@ async fn the_api_refuses_calls_without_a_valid_key() {
 async fn the_api_records_a_signature_with_201_and_a_repeat_with_200() {
     let app = spawn(Spawn::default()).await;
 
-    let first = app.post_api(&api_path(), api_body("ana@example.net"), &[]).await;
-    let again = app.post_api(&api_path(), api_body("ANA@example.net"), &[]).await;
+    let first = app
+        .post_api(&api_path(), api_body("ana@example.net"), &[])
+        .await;
+    let again = app
+        .post_api(&api_path(), api_body("ANA@example.net"), &[])
+        .await;
 
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let j = first.json();
@@ -570,7 +637,9 @@ async fn the_api_records_a_signature_with_201_and_a_repeat_with_200() {
 #[tokio::test]
 async fn the_api_shows_a_signatures_letters_and_their_states() {
     let app = spawn(Spawn::default()).await;
-    let created = app.post_api(&api_path(), api_body("ana@example.net"), &[]).await;
+    let created = app
+        .post_api(&api_path(), api_body("ana@example.net"), &[])
+        .await;
     let id = created.json()["id"].as_str().unwrap().to_owned();
     app.drain().await;
 
@@ -681,12 +750,22 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     let app = spawn(Spawn::default()).await;
     let key = [("idempotency-key", "order-42")];
 
-    let first = app.post_api(&api_path(), api_body("ana@example.net"), &key).await;
-    let replay = app.post_api(&api_path(), api_body("ana@example.net"), &key).await;
-    let other = app.post_api(&api_path(), api_body("bo@example.net"), &key).await;
+    let first = app
+        .post_api(&api_path(), api_body("ana@example.net"), &key)
+        .await;
+    let replay = app
+        .post_api(&api_path(), api_body("ana@example.net"), &key)
+        .await;
+    let other = app
+        .post_api(&api_path(), api_body("bo@example.net"), &key)
+        .await;
 
     assert_eq!(first.status, StatusCode::CREATED);
-    assert_eq!(replay.status, StatusCode::CREATED, "the same answer, not 'duplicate'");
+    assert_eq!(
+        replay.status,
+        StatusCode::CREATED,
+        "the same answer, not 'duplicate'"
+    );
     assert_eq!(replay.body, first.body);
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(other.json()["error"]
@@ -704,8 +783,12 @@ async fn the_api_rate_limit_answers_429() {
     ]))
     .await;
 
-    let a = app.post_api(&api_path(), api_body("a@example.net"), &[]).await;
-    let b = app.post_api(&api_path(), api_body("b@example.net"), &[]).await;
+    let a = app
+        .post_api(&api_path(), api_body("a@example.net"), &[])
+        .await;
+    let b = app
+        .post_api(&api_path(), api_body("b@example.net"), &[])
+        .await;
 
     assert_eq!(a.status, StatusCode::CREATED);
     assert_eq!(b.status, StatusCode::TOO_MANY_REQUESTS);
@@ -720,7 +803,9 @@ async fn through_the_api_double_opt_in_still_applies() {
     })
     .await;
 
-    let r = app.post_api(&api_path(), api_body("ana@example.net"), &[]).await;
+    let r = app
+        .post_api(&api_path(), api_body("ana@example.net"), &[])
+        .await;
 
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json()["status"], "awaiting_confirmation");

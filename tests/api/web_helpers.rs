@@ -3,7 +3,10 @@
 //! pairs, all in a temporary folder per test. Tests drive the router directly with `oneshot`
 //! (no socket) or, for the browser, run the whole application on 127.0.0.1:0.
 
-#![allow(dead_code, reason = "test support, used piecemeal by the web and browser tests")]
+#![allow(
+    dead_code,
+    reason = "test support, used piecemeal by the web and browser tests"
+)]
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
@@ -66,7 +69,9 @@ impl Reply {
 
 /// Copies the repository's example campaign into `dir`, with `confirm` set as asked.
 pub(crate) fn copy_letters(dir: &Path, confirm: bool) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("letters").join(SLUG);
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("letters")
+        .join(SLUG);
     let letters = dir.join("letters");
     copy_dir(&from, &letters.join(SLUG));
     if confirm {
@@ -158,7 +163,8 @@ pub(crate) async fn spawn_running(mut opts: Spawn) -> RunningApp {
     let dir = tempfile::tempdir().unwrap();
     // The browser posts forms with its Origin, which must be base_url's: pick the port first.
     let port = free_port();
-    opts.env.push(("MISSIVE_HTTP__BIND", format!("127.0.0.1:{port}")));
+    opts.env
+        .push(("MISSIVE_HTTP__BIND", format!("127.0.0.1:{port}")));
     opts.env
         .push(("MISSIVE_HTTP__BASE_URL", format!("http://127.0.0.1:{port}")));
     let settings = settings(dir.path(), &opts);
@@ -321,10 +327,11 @@ impl TestApp {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
             .await
             .unwrap();
-        let rows = sqlx::query("SELECT email, consent_contact, referrer FROM signatures ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let rows =
+            sqlx::query("SELECT email, consent_contact, referrer FROM signatures ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         let out = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -410,7 +417,10 @@ pub(crate) struct FormSession {
 /// The value of the hidden input `name` in a page.
 pub(crate) fn hidden_value(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let at = html.find(&marker).unwrap_or_else(|| panic!("no {name} in the page")) + marker.len();
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in the page"))
+        + marker.len();
     html[at..].split('"').next().unwrap().to_owned()
 }
 

@@ -86,10 +86,9 @@ impl IntoResponse for ApiError {
         let mut response = json_response(self.status(), &self.body().to_string());
         match self {
             ApiError::Unauthorized => {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited { retry_after } => {
                 response
@@ -294,7 +293,12 @@ pub(super) async fn record_signature(
         String::from_utf8_lossy(&body)
     ));
     if let Some(key) = &idempotency {
-        if let Some(stored) = state.queue().idempotent_response(&key_hash, key).await.map_err(anyhow::Error::from)? {
+        if let Some(stored) = state
+            .queue()
+            .idempotent_response(&key_hash, key)
+            .await
+            .map_err(anyhow::Error::from)?
+        {
             return replay(stored, &request_hash);
         }
     }

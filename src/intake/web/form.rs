@@ -54,26 +54,35 @@ fn campaign_lang<'a>(
 }
 
 /// A page: HTML, never cached (forms hold a token), embeddable when `embed`.
-fn page(state: &AppState, status: StatusCode, template: &str, data: &Value, embed: bool) -> Response {
+fn page(
+    state: &AppState,
+    status: StatusCode,
+    template: &str,
+    data: &Value,
+    embed: bool,
+) -> Response {
     match state.0.pages.render(template, data) {
         Ok(html) => {
-            let mut r = (
-                status,
-                [(header::CACHE_CONTROL, "no-store")],
-                Html(html),
-            )
-                .into_response();
+            let mut r = (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response();
             if embed {
                 r.extensions_mut().insert(Embeddable);
             }
             r
         }
-        Err(e) => WebError::Internal(anyhow::Error::new(e).context(format!("rendering {template}")))
-            .into_response(),
+        Err(e) => {
+            WebError::Internal(anyhow::Error::new(e).context(format!("rendering {template}")))
+                .into_response()
+        }
     }
 }
 
-fn base_data(ui: &'static Ui, lang: &LanguageTag, title: &str, organisation: &str, embed: bool) -> Value {
+fn base_data(
+    ui: &'static Ui,
+    lang: &LanguageTag,
+    title: &str,
+    organisation: &str,
+    embed: bool,
+) -> Value {
     json!({
         "lang": lang.as_str(),
         "page_title": title,
@@ -211,6 +220,10 @@ struct FormContext<'a> {
     general_error: Option<&'static str>,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per field reads best as a row"
+)]
 fn text_field(
     cx: &FormContext<'_>,
     name: &'static str,
@@ -242,7 +255,9 @@ fn form_data(cx: &FormContext<'_>) -> Value {
     let ui = cx.ui;
     let v = cx.values;
     let chosen = LanguageTag::parse(&v.language).ok();
-    let selected = cx.campaign.page_language_for(chosen.as_ref().or(Some(cx.lang)));
+    let selected = cx
+        .campaign
+        .page_language_for(chosen.as_ref().or(Some(cx.lang)));
     let labels: [(&'static str, &str); 10] = [
         ("first_name", ui.first_name),
         ("last_name", ui.last_name),
@@ -259,7 +274,11 @@ fn form_data(cx: &FormContext<'_>) -> Value {
         .iter()
         .filter_map(|(name, label)| {
             cx.errors.get(name).map(|m| {
-                let label = if *name == "consent_letter" { ui.consents } else { label };
+                let label = if *name == "consent_letter" {
+                    ui.consents
+                } else {
+                    label
+                };
                 json!({"name": name, "label": label, "message": m})
             })
         })
@@ -343,18 +362,31 @@ fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| v.len() == 22 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|v| {
+            v.len() == 22
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The form token for a page form, and the cookie to set when the browser has none yet.
-fn page_token(state: &AppState, campaign: &Campaign, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+fn page_token(
+    state: &AppState,
+    campaign: &Campaign,
+    headers: &HeaderMap,
+) -> (String, Option<HeaderValue>) {
     let name = cookie_name(state);
     let (nonce, set) = match read_cookie(headers, name) {
         Some(n) => (n.to_owned(), None),
         None => {
             let n = random_b64(16);
-            let secure = if state.0.secure_cookies { "; Secure" } else { "" };
-            let cookie = format!("{name}={n}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400{secure}");
+            let secure = if state.0.secure_cookies {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie =
+                format!("{name}={n}; Path=/; HttpOnly; SameSite=Strict; Max-Age=86400{secure}");
             (n, HeaderValue::from_str(&cookie).ok())
         }
     };
@@ -415,7 +447,9 @@ fn form_page(
         let languages: Vec<Value> = campaign
             .languages
             .iter()
-            .map(|l| json!({"code": l.as_str(), "name": i18n::native_name(l), "current": l == lang}))
+            .map(
+                |l| json!({"code": l.as_str(), "name": i18n::native_name(l), "current": l == lang}),
+            )
             .collect();
         let targets: Vec<Value> = campaign
             .targets
@@ -432,7 +466,13 @@ fn form_page(
             }),
         );
     }
-    let mut response = page(state, status, if embed { "embed" } else { "action" }, &data, embed);
+    let mut response = page(
+        state,
+        status,
+        if embed { "embed" } else { "action" },
+        &data,
+        embed,
+    );
     if let Some(c) = cookie {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -446,13 +486,26 @@ pub(super) async fn action_page(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let campaign = state.registry().get(&slug).map_err(|_| WebError::NotFound)?;
+    let campaign = state
+        .registry()
+        .get(&slug)
+        .map_err(|_| WebError::NotFound)?;
     let lang = campaign_lang(&campaign, q.get("lang").map(String::as_str), &headers);
     let values = FormValues {
         referrer: clean_referrer(q.get("ref").map(String::as_str).unwrap_or_default()),
         ..FormValues::default()
     };
-    Ok(form_page(&state, StatusCode::OK, &campaign, lang, &headers, &values, &HashMap::new(), None, false))
+    Ok(form_page(
+        &state,
+        StatusCode::OK,
+        &campaign,
+        lang,
+        &headers,
+        &values,
+        &HashMap::new(),
+        None,
+        false,
+    ))
 }
 
 /// `GET /c/<slug>/embed`: the form alone, for a partner's page to frame.
@@ -462,13 +515,26 @@ pub(super) async fn embed_page(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let campaign = state.registry().get(&slug).map_err(|_| WebError::NotFound)?;
+    let campaign = state
+        .registry()
+        .get(&slug)
+        .map_err(|_| WebError::NotFound)?;
     let lang = campaign_lang(&campaign, q.get("lang").map(String::as_str), &headers);
     let values = FormValues {
         referrer: clean_referrer(q.get("ref").map(String::as_str).unwrap_or_default()),
         ..FormValues::default()
     };
-    Ok(form_page(&state, StatusCode::OK, &campaign, lang, &headers, &values, &HashMap::new(), None, true))
+    Ok(form_page(
+        &state,
+        StatusCode::OK,
+        &campaign,
+        lang,
+        &headers,
+        &values,
+        &HashMap::new(),
+        None,
+        true,
+    ))
 }
 
 /// Decodes `application/x-www-form-urlencoded` strictly: invalid UTF-8 is an error, never
@@ -476,14 +542,21 @@ pub(super) async fn embed_page(
 fn parse_urlencoded(body: &[u8]) -> Result<HashMap<String, String>, WebError> {
     let bad = WebError::BadRequest("the form data is not valid UTF-8");
     let decode = |s: &[u8]| -> Option<String> {
-        let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+        let plus: Vec<u8> = s
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
         percent_encoding::percent_decode(&plus)
             .decode_utf8()
             .ok()
             .map(|c| c.into_owned())
     };
     let mut out = HashMap::new();
-    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()).take(MAX_FIELDS) {
+    for pair in body
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .take(MAX_FIELDS)
+    {
         let (k, v) = match pair.iter().position(|b| *b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
@@ -531,16 +604,26 @@ pub(super) async fn sign(
     Path(slug): Path<String>,
     request: Request,
 ) -> Result<Response, WebError> {
-    let campaign = state.registry().get(&slug).map_err(|_| WebError::NotFound)?;
+    let campaign = state
+        .registry()
+        .get(&slug)
+        .map_err(|_| WebError::NotFound)?;
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if !content_type_is(headers, "application/x-www-form-urlencoded") {
         return Err(WebError::UnsupportedMediaType);
     }
-    let body = read_body(headers, body).await.map_err(|_| WebError::TooLarge)?;
+    let body = read_body(headers, body)
+        .await
+        .map_err(|_| WebError::TooLarge)?;
     let form = parse_urlencoded(&body)?;
     let embed = form.get("embed").is_some_and(|v| v == "1");
-    let lang = campaign_lang(&campaign, form.get("page_lang").map(String::as_str), headers).clone();
+    let lang = campaign_lang(
+        &campaign,
+        form.get("page_lang").map(String::as_str),
+        headers,
+    )
+    .clone();
     let values = FormValues::from_form(&form);
     let ui = i18n::ui(&lang);
 
@@ -558,8 +641,15 @@ pub(super) async fn sign(
         tracing::info!(campaign = %campaign.slug, "form refused: missing, stale or forged form token");
         let none = HashMap::new();
         return Ok(form_page(
-            &state, StatusCode::FORBIDDEN, &campaign, &lang, headers, &values, &none,
-            Some(ui.form_expired), embed,
+            &state,
+            StatusCode::FORBIDDEN,
+            &campaign,
+            &lang,
+            headers,
+            &values,
+            &none,
+            Some(ui.form_expired),
+            embed,
         ));
     }
     if form.get("website").is_some_and(|v| !v.is_empty()) {
@@ -588,8 +678,15 @@ pub(super) async fn sign(
         Ok(s) if errors.is_empty() => s,
         _ => {
             return Ok(form_page(
-                &state, StatusCode::UNPROCESSABLE_ENTITY, &campaign, &lang, headers, &values,
-                &errors, None, embed,
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &campaign,
+                &lang,
+                headers,
+                &values,
+                &errors,
+                None,
+                embed,
             ))
         }
     };
@@ -609,12 +706,21 @@ pub(super) async fn thanks(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let campaign = state.registry().get(&slug).map_err(|_| WebError::NotFound)?;
+    let campaign = state
+        .registry()
+        .get(&slug)
+        .map_err(|_| WebError::NotFound)?;
     let lang = campaign_lang(&campaign, q.get("lang").map(String::as_str), &headers);
     let embed = q.get("embed").is_some_and(|v| v == "1");
     let ui = i18n::ui(lang);
     let data = merge(
-        base_data(ui, lang, ui.thanks_title, &campaign.organisation.name, embed),
+        base_data(
+            ui,
+            lang,
+            ui.thanks_title,
+            &campaign.organisation.name,
+            embed,
+        ),
         json!({
             "heading": ui.thanks_title,
             "text": if campaign.confirm { ui.thanks_check_email } else { ui.thanks_signed },
@@ -648,8 +754,14 @@ fn link_page(state: &AppState, found: &LinkState, confirmed_now: bool, token: &s
     let ui = i18n::ui(lang);
     let back = format!("/c/{}?lang={}", campaign.slug, lang);
     let (title, text, action) = match found {
-        LinkState::Awaiting { .. } if confirmed_now => (ui.confirmed_title, ui.confirmed_text, None),
-        LinkState::Awaiting { .. } => (ui.confirm_title, ui.confirm_intro, Some(format!("/confirm/{token}"))),
+        LinkState::Awaiting { .. } if confirmed_now => {
+            (ui.confirmed_title, ui.confirmed_text, None)
+        }
+        LinkState::Awaiting { .. } => (
+            ui.confirm_title,
+            ui.confirm_intro,
+            Some(format!("/confirm/{token}")),
+        ),
         _ => (ui.confirmed_title, ui.already_confirmed, None),
     };
     let data = merge(
@@ -687,7 +799,9 @@ pub(super) async fn confirm(
         Confirmed::Already { .. } => Ok(link_page(
             &state,
             &match found {
-                LinkState::Awaiting { campaign, signer } => LinkState::Confirmed { campaign, signer },
+                LinkState::Awaiting { campaign, signer } => {
+                    LinkState::Confirmed { campaign, signer }
+                }
                 other => other,
             },
             false,

@@ -71,7 +71,7 @@ static EN: Ui = Ui {
     first_name: "First name",
     last_name: "Last name",
     email: "Email",
-    email_hint: "Replies from the authorities come to this address. We never show it on the letter.",
+    email_hint: "Replies from the authorities come to this address. The letter shows it as the address to reply to.",
     postal_code: "Postal code",
     city: "City",
     country: "Country",
@@ -122,7 +122,7 @@ static FR: Ui = Ui {
     first_name: "Prénom",
     last_name: "Nom",
     email: "Courriel",
-    email_hint: "Les réponses des autorités arrivent à cette adresse. Elle n'apparaît jamais dans la lettre.",
+    email_hint: "Les réponses des autorités arrivent à cette adresse. La lettre l'indique comme adresse de réponse.",
     postal_code: "Code postal",
     city: "Ville",
     country: "Pays",
@@ -173,7 +173,7 @@ static ES: Ui = Ui {
     first_name: "Nombre",
     last_name: "Apellidos",
     email: "Correo electrónico",
-    email_hint: "Las respuestas de las autoridades llegarán a esta dirección. Nunca aparece en la carta.",
+    email_hint: "Las respuestas de las autoridades llegarán a esta dirección. La carta la indica como dirección de respuesta.",
     postal_code: "Código postal",
     city: "Ciudad",
     country: "País",
@@ -233,7 +233,12 @@ pub(crate) fn native_name(lang: &LanguageTag) -> &str {
 
 /// The message shown beside a field the domain rejected.
 pub(crate) fn field_error(ui: &Ui, field: SignerField, was_empty: bool) -> &'static str {
-    if was_empty && matches!(field, SignerField::FirstName | SignerField::LastName | SignerField::Email) {
+    if was_empty
+        && matches!(
+            field,
+            SignerField::FirstName | SignerField::LastName | SignerField::Email
+        )
+    {
         return ui.err_required;
     }
     match field {

@@ -90,10 +90,10 @@ impl AppState {
         let base = url::Url::parse(&http.base_url).context("http.base_url")?;
         let origin = base.origin().ascii_serialization();
         let ancestors = http.frame_ancestor_list();
-        let per_minute = Quota::per_minute(nonzero(http.sign_per_minute))
-            .allow_burst(nonzero(http.sign_burst));
-        let per_second = Quota::per_second(nonzero(http.api_per_second))
-            .allow_burst(nonzero(http.api_burst));
+        let per_minute =
+            Quota::per_minute(nonzero(http.sign_per_minute)).allow_burst(nonzero(http.sign_burst));
+        let per_second =
+            Quota::per_second(nonzero(http.api_per_second)).allow_burst(nonzero(http.api_burst));
         Ok(AppState(Arc::new(Inner {
             registry,
             queue,
@@ -379,4 +379,3 @@ pub async fn housekeeping(state: AppState, stop: CancellationToken) {
         round += 1;
     }
 }
-

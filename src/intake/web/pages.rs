@@ -63,31 +63,34 @@ fn safe_url(url: &str) -> bool {
 
 /// Renders a campaign's Markdown to HTML that cannot carry markup or scripts of its own.
 pub(crate) fn markdown_to_html(markdown: &str) -> String {
-    let parser = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH)
-        .filter_map(|event| match event {
-            Event::Html(raw) | Event::InlineHtml(raw) => Some(Event::Text(raw)),
-            // Images would load from elsewhere (and the page's policy forbids it): keep the alt text.
-            Event::Start(Tag::Image { .. }) | Event::End(pulldown_cmark::TagEnd::Image) => None,
-            Event::Start(Tag::Link {
+    let parser = Parser::new_ext(
+        markdown,
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
+    )
+    .filter_map(|event| match event {
+        Event::Html(raw) | Event::InlineHtml(raw) => Some(Event::Text(raw)),
+        // Images would load from elsewhere (and the page's policy forbids it): keep the alt text.
+        Event::Start(Tag::Image { .. }) | Event::End(pulldown_cmark::TagEnd::Image) => None,
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => {
+            let dest_url = if safe_url(&dest_url) {
+                dest_url
+            } else {
+                CowStr::Borrowed("#")
+            };
+            Some(Event::Start(Tag::Link {
                 link_type,
                 dest_url,
                 title,
                 id,
-            }) => {
-                let dest_url = if safe_url(&dest_url) {
-                    dest_url
-                } else {
-                    CowStr::Borrowed("#")
-                };
-                Some(Event::Start(Tag::Link {
-                    link_type,
-                    dest_url,
-                    title,
-                    id,
-                }))
-            }
-            other => Some(other),
-        });
+            }))
+        }
+        other => Some(other),
+    });
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, parser);
     out

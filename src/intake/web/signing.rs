@@ -9,8 +9,8 @@ use crate::domain::{NewSigner, Signer};
 use crate::intake::{new_message_id, prepare};
 use crate::letters::Campaign;
 use crate::queue::{
-    now_millis, AwaitingRecorded, Confirmed, IntakeDetails, NewAwaitingSignature,
-    NewConfirmation, NewSignature, Recorded, Source,
+    now_millis, AwaitingRecorded, Confirmed, IntakeDetails, NewAwaitingSignature, NewConfirmation,
+    NewSignature, Recorded, Source,
 };
 use anyhow::Context as _;
 
@@ -55,8 +55,13 @@ pub(crate) async fn accept(
     if !campaign.confirm {
         let sig = prepare(campaign, signer, source, today()).context("rendering letters")?;
         return Ok(
-            match queue.record_signature_with_details(&sig, &details, now).await? {
-                Recorded::Created { public_id, letters } => Accepted::Created { public_id, letters },
+            match queue
+                .record_signature_with_details(&sig, &details, now)
+                .await?
+            {
+                Recorded::Created { public_id, letters } => {
+                    Accepted::Created { public_id, letters }
+                }
                 Recorded::Duplicate { public_id } => Accepted::Duplicate { public_id },
             },
         );
@@ -136,7 +141,11 @@ pub(crate) async fn look_up(state: &AppState, token: &str) -> anyhow::Result<Lin
         Err(TokenError::Invalid | TokenError::Expired) => return Ok(LinkState::Invalid),
     }
     Ok(
-        match state.queue().awaiting_by_token(&sha256_hex(token), now).await? {
+        match state
+            .queue()
+            .awaiting_by_token(&sha256_hex(token), now)
+            .await?
+        {
             None => LinkState::Invalid,
             Some(a) if a.confirmed => LinkState::Confirmed {
                 campaign: a.campaign,
@@ -152,7 +161,10 @@ pub(crate) async fn look_up(state: &AppState, token: &str) -> anyhow::Result<Lin
 
 /// Confirms the signature behind `token`: renders its letters and records them.
 #[tracing::instrument(skip_all, err(level = "debug"))]
-pub(crate) async fn confirm(state: &AppState, token: &str) -> anyhow::Result<(LinkState, Confirmed)> {
+pub(crate) async fn confirm(
+    state: &AppState,
+    token: &str,
+) -> anyhow::Result<(LinkState, Confirmed)> {
     let found = look_up(state, token).await?;
     let LinkState::Awaiting { campaign, signer } = &found else {
         return Ok((found, Confirmed::NotFound));

@@ -128,7 +128,13 @@ impl Keys {
 
     /// A form token for `campaign` issued at `now` (Unix seconds); `nonce` is the cookie value
     /// for `FormMode::Page`.
-    pub(crate) fn form_token(&self, campaign: &str, mode: FormMode, nonce: &str, now: i64) -> String {
+    pub(crate) fn form_token(
+        &self,
+        campaign: &str,
+        mode: FormMode,
+        nonce: &str,
+        now: i64,
+    ) -> String {
         let payload = format!("{}.{now}.{nonce}", mode.tag());
         self.sign(&format!("form:{campaign}"), payload.as_bytes())
     }
@@ -206,6 +212,9 @@ mod tests {
             Err(TokenError::Expired)
         );
         let e = keys.form_token("a", FormMode::Embed, "", 100);
-        assert_eq!(keys.check_form_token(&e, "a", None, 200), Ok(FormMode::Embed));
+        assert_eq!(
+            keys.check_form_token(&e, "a", None, 200),
+            Ok(FormMode::Embed)
+        );
     }
 }
