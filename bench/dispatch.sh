@@ -28,8 +28,8 @@ python3 - "$WORK/letters/bench/campaign.toml" <<'PY'
 import re, sys
 path = sys.argv[1]
 text = open(path, encoding="utf-8").read()
-parts = text.split("[[targets]]")
-text = "[[targets]]".join(parts[:4])          # keep the first three targets
+parts = text.split("\n[[targets]]")
+text = "\n[[targets]]".join(parts[:4])          # keep the first three targets
 text = re.sub(r"(?m)^rate_per_second\s*=.*$", "rate_per_second = 1000000.0", text)
 open(path, "w", encoding="utf-8").write(text)
 PY

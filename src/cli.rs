@@ -37,7 +37,8 @@ pub enum Command {
     /// Settle letters in doubt (the connection dropped after their data was sent): send them
     /// again, or record them as sent.
     Resolve(ResolveArgs),
-    /// Run the worker until stopped (SIGINT or SIGTERM), sending letters as they come due.
+    /// Run the web intake (action pages, form, API) and the worker until stopped (SIGINT or
+    /// SIGTERM), sending letters as they come due.
     Serve(ServeArgs),
 }
 
@@ -159,4 +160,8 @@ pub struct ServeArgs {
     /// Only this campaign's letters.
     #[arg(long)]
     pub campaign: Option<String>,
+    /// Serve only the web intake; letters wait for a worker run elsewhere (`missive serve` or
+    /// `missive send`).
+    #[arg(long)]
+    pub no_worker: bool,
 }

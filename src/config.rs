@@ -20,6 +20,7 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     pub sending: SendingSettings,
     pub pacing: PacingSettings,
+    pub http: HttpSettings,
 }
 
 /// `[database]`
@@ -115,6 +116,54 @@ pub struct PacingSettings {
     pub per_domain_per_hour: u32,
 }
 
+/// `[http]`: the web intake (action pages, the form, the JSON API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    pub base_url: String,
+    pub frame_ancestors: String,
+    pub sign_per_minute: u32,
+    pub sign_burst: u32,
+    pub api_per_second: u32,
+    pub api_burst: u32,
+    pub trust_forwarded_for: bool,
+    pub confirm_expiry_days: u32,
+    /// Comma-separated API keys; from `MISSIVE_HTTP__API_KEYS` only.
+    #[serde(default)]
+    pub api_keys: Option<String>,
+    /// The key signing confirmation links and form tokens; from `MISSIVE_HTTP__SECRET` only.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl HttpSettings {
+    /// The API keys, trimmed, empty entries dropped.
+    pub fn api_key_list(&self) -> Vec<String> {
+        self.api_keys
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The sites allowed to frame the embeddable form.
+    pub fn frame_ancestor_list(&self) -> Vec<String> {
+        self.frame_ancestors
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether supporters reach us over HTTPS (cookies are then `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.base_url.starts_with("https://")
+    }
+}
+
 /// A setting that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -148,23 +197,28 @@ impl Settings {
             })?;
             let table: toml::Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Parse(format!("{}: {}", path.display(), e.message())))?;
-            if let Some(smtp) = table.get("smtp").and_then(|v| v.as_table()) {
-                for secret in ["username", "password"] {
-                    if smtp.contains_key(secret) {
-                        return Err(ConfigError::Invalid {
-                            key: if secret == "username" {
-                                "smtp.username"
-                            } else {
-                                "smtp.password"
-                            },
-                            problem: format!(
-                                "is set in {}; secrets are read only from the environment \
-                                 (MISSIVE_SMTP__{})",
-                                path.display(),
-                                secret.to_uppercase()
-                            ),
-                        });
-                    }
+            const SECRETS: [(&str, &str, &str); 4] = [
+                ("smtp", "username", "smtp.username"),
+                ("smtp", "password", "smtp.password"),
+                ("http", "api_keys", "http.api_keys"),
+                ("http", "secret", "http.secret"),
+            ];
+            for (section, secret, key) in SECRETS {
+                let set = table
+                    .get(section)
+                    .and_then(|v| v.as_table())
+                    .is_some_and(|t| t.contains_key(secret));
+                if set {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        problem: format!(
+                            "is set in {}; secrets are read only from the environment \
+                             (MISSIVE_{}__{})",
+                            path.display(),
+                            section.to_uppercase(),
+                            secret.to_uppercase()
+                        ),
+                    });
                 }
             }
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
@@ -280,6 +334,73 @@ impl Settings {
                 },
             )?;
         }
+        self.check_http()
+    }
+
+    fn check_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        let bad = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if h.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "http.bind",
+                format!("`{}` is not an address such as 127.0.0.1:8080", h.bind),
+            );
+        }
+        match url::Url::parse(&h.base_url) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
+            _ => {
+                return bad(
+                    "http.base_url",
+                    format!(
+                    "`{}` is not an http:// or https:// address such as https://act.example.org",
+                    h.base_url
+                ),
+                )
+            }
+        }
+        for origin in h.frame_ancestor_list() {
+            let ok = origin.starts_with("https://") || origin.starts_with("http://");
+            if !ok || origin.contains([';', ',', '\'', '"']) {
+                return bad(
+                    "http.frame_ancestors",
+                    format!("`{origin}` is not an origin such as https://www.example.org"),
+                );
+            }
+        }
+        if h.sign_per_minute == 0 || h.sign_burst == 0 {
+            return bad(
+                "http.sign_per_minute",
+                "and http.sign_burst must be at least 1".into(),
+            );
+        }
+        if h.api_per_second == 0 || h.api_burst == 0 {
+            return bad(
+                "http.api_per_second",
+                "and http.api_burst must be at least 1".into(),
+            );
+        }
+        if h.confirm_expiry_days == 0 || h.confirm_expiry_days > 90 {
+            return bad(
+                "http.confirm_expiry_days",
+                "must be between 1 and 90".into(),
+            );
+        }
+        if h.api_key_list().iter().any(|k| k.chars().count() < 24) {
+            return bad(
+                "http.api_keys",
+                "(MISSIVE_HTTP__API_KEYS) holds a key shorter than 24 characters".into(),
+            );
+        }
+        if h.secret.as_deref().is_some_and(|s| s.chars().count() < 32) {
+            return bad(
+                "http.secret",
+                "(MISSIVE_HTTP__SECRET) must be at least 32 characters".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -367,6 +488,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pacing.per_domain_per_hour"), "{err}");
+    }
+
+    #[test]
+    fn http_secrets_come_only_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\napi_keys = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MISSIVE_HTTP__API_KEYS"), "{err}");
+        let key = "k".repeat(24);
+        let s = Settings::load(
+            None,
+            env(&[("MISSIVE_HTTP__API_KEYS", &format!(" {key} ,,{key}2"))]),
+        )
+        .unwrap();
+        assert_eq!(s.http.api_key_list(), vec![key.clone(), format!("{key}2")]);
+    }
+
+    #[test]
+    fn bad_http_values_name_their_key() {
+        for (var, value, key) in [
+            ("MISSIVE_HTTP__BIND", "localhost", "http.bind"),
+            ("MISSIVE_HTTP__BASE_URL", "ftp://x", "http.base_url"),
+            (
+                "MISSIVE_HTTP__FRAME_ANCESTORS",
+                "*;",
+                "http.frame_ancestors",
+            ),
+            (
+                "MISSIVE_HTTP__CONFIRM_EXPIRY_DAYS",
+                "0",
+                "http.confirm_expiry_days",
+            ),
+            ("MISSIVE_HTTP__API_KEYS", "short", "http.api_keys"),
+            ("MISSIVE_HTTP__SECRET", "short", "http.secret"),
+        ] {
+            let err = Settings::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}: {err}");
+        }
     }
 
     #[test]

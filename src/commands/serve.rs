@@ -1,38 +1,28 @@
-//! `missive serve`: the long-running worker. Sends letters as they come due until SIGINT or
-//! SIGTERM, then finishes the letters in flight, hands the rest back and exits 0.
+//! `missive serve`: the web intake (action pages, form, API) and, unless `--no-worker`, the
+//! worker sending letters as they come due. Runs until SIGINT or SIGTERM, then finishes the
+//! requests and letters in flight, hands the rest back and exits 0.
 
 use super::{shutdown_signal, Outcome};
 use crate::cli::ServeArgs;
 use crate::config::Settings;
-use crate::startup::App;
-use crate::worker::RunOptions;
+use crate::startup::{Application, ServeOptions};
 
 pub(super) async fn run(args: ServeArgs, settings: Settings) -> anyhow::Result<Outcome> {
-    let app = App::build(settings).await?;
-    if let Some(c) = &args.campaign {
-        app.registry.get(c)?;
-    }
-    let dispatcher = app.dispatcher();
-    tracing::info!(transport = %dispatcher.transport().describe(), "worker started");
-    let summary = dispatcher
-        .run(
-            &RunOptions {
-                campaign: args.campaign,
-                limit: None,
-                continuous: true,
-            },
-            shutdown_signal(),
-        )
-        .await;
-    app.queue.close().await;
-    let summary = summary?;
+    let base_url = settings.http.base_url.clone();
+    let application = Application::build_with(
+        settings,
+        ServeOptions {
+            worker: !args.no_worker,
+            campaign: args.campaign,
+        },
+    )
+    .await?;
     tracing::info!(
-        sent = summary.sent,
-        deferred = summary.deferred,
-        failed = summary.failed,
-        in_doubt = summary.in_doubt,
-        released = summary.released,
-        "worker stopped"
+        port = application.port(),
+        base_url = %base_url,
+        worker = !args.no_worker,
+        "web intake listening"
     );
+    application.run_until_stopped(shutdown_signal()).await?;
     Ok(Outcome::Ok)
 }

@@ -2,9 +2,10 @@
 //! and API that build on it). A signature is checked, its letters rendered and pinned, and the
 //! whole written in one transaction; signing twice is a counted duplicate, never an error.
 //!
-//! Depends on `domain`, `letters` and `queue`.
+//! Depends on `domain`, `letters` and `queue` (and `config` for the web server's settings).
 
 mod csv_import;
+pub mod web;
 
 pub use csv_import::{import_csv, ImportError, ImportOptions, ImportReport, RowProblem};
 

@@ -13,6 +13,12 @@
 //! Depends on `domain` only.
 
 mod sqlite;
+mod web_intake;
+
+pub use web_intake::{
+    AwaitingRecorded, AwaitingSignature, Confirmed, IntakeDetails, NewAwaitingSignature,
+    NewConfirmation, StoredResponse, MAX_CONFIRMATION_EMAILS,
+};
 
 use crate::domain::{Letter, LetterState, Signer};
 use std::collections::BTreeMap;

@@ -12,6 +12,8 @@ use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod web_intake;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
@@ -146,7 +148,7 @@ impl SqliteQueue {
                     SELECT id FROM letters
                      WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?4
                        AND (?5 IS NULL OR campaign = ?5)
-                     ORDER BY next_attempt_at, id
+                     ORDER BY priority DESC, next_attempt_at, id
                      LIMIT ?6)
              RETURNING id, campaign, target_id, recipient, recipient_name, from_name,
                     from_address, reply_to, language, subject, body_text, body_html,

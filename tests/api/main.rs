@@ -1,10 +1,13 @@
 //! The one integration-test binary. Each module is a family of tests; `helpers` spawns the real
-//! application (its own temporary SQLite file, campaign folder and outbox per test) and
-//! `smtp_server` is a scripted SMTP server for fault cases.
+//! application (its own temporary SQLite file, campaign folder and outbox per test),
+//! `web_helpers` the web server on a free port, and `smtp_server` is a scripted SMTP server for
+//! fault cases.
 
 mod helpers;
 mod smtp_server;
+mod web_helpers;
 
+mod browser;
 mod cli;
 mod crash;
 mod csv_import;
@@ -14,3 +17,4 @@ mod real_smtp;
 mod signing;
 mod templates;
 mod transitions;
+mod web;
