@@ -54,19 +54,10 @@ impl App {
         })
     }
 
-    /// A dispatcher over this app's queue and transport, with each campaign's own rate cap.
+    /// A dispatcher over this app's queue, transport and campaigns.
     pub fn dispatcher(&self) -> Dispatcher {
-        let rates: Vec<(String, f64)> = self
-            .registry
-            .iter()
-            .filter_map(|c| c.rate_per_second.map(|r| (c.slug.as_str().to_owned(), r)))
-            .collect();
-        Dispatcher::new(
-            self.queue.clone(),
-            self.transport.clone(),
-            &self.settings,
-            &rates,
-        )
+        Dispatcher::new(self.queue.clone(), self.transport.clone(), &self.settings, &self.registry)
+            .expect("settings were checked when they were loaded")
     }
 }
 

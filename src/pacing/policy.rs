@@ -36,6 +36,9 @@ const MS_PER_MINUTE: i64 = 60_000;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPacing {
+    /// `false`: this campaign's letters are not paced per target (only the relay's rate and
+    /// the domain caps apply). For deliveries to an organisation's own inbox, tests, benchmarks.
+    pub enabled: Option<bool>,
     pub per_hour: Option<i64>,
     pub curve: Option<Vec<f64>>,
     pub min_spacing_seconds: Option<i64>,
@@ -181,6 +184,7 @@ fn unreachable_default() -> PacingRule {
 /// A campaign's pacing: the rule for its targets, overrides per target, and drip mode.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CampaignPacing {
+    enabled: bool,
     default: PacingRule,
     targets: BTreeMap<TargetId, PacingRule>,
     drip_until: Option<NaiveDate>,
@@ -255,6 +259,7 @@ impl CampaignPacing {
 
         match default {
             Some(default) if problems.is_empty() => Ok(CampaignPacing {
+                enabled: raw.enabled.unwrap_or(true),
                 default,
                 targets: overrides,
                 drip_until,
@@ -268,7 +273,12 @@ impl CampaignPacing {
         self.targets.get(id).unwrap_or(&self.default)
     }
 
-    /// The campaign's rule, for targets without an override.
+    /// Whether letters are paced per target (`[pacing] enabled`, on unless set to false).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The rule for targets without an override.
     pub fn default_rule(&self) -> &PacingRule {
         &self.default
     }

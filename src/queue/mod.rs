@@ -104,6 +104,11 @@ pub struct ClaimRequest<'a> {
     pub lease_ms: Millis,
     pub limit: u32,
     pub campaign: Option<&'a str>,
+    /// Only this target's letters (a paced target with a free slot).
+    pub target: Option<&'a str>,
+    /// Not these campaigns' letters (they are paced per target and claimed target by target),
+    /// except their confirmation emails, which are never paced.
+    pub exclude_campaigns: Option<&'a [String]>,
 }
 
 /// A letter leased to a worker.
@@ -369,6 +374,51 @@ impl Queue {
     ) -> Result<Option<Vec<LetterSummary>>, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.signature_letters(public_id).await,
+        }
+    }
+
+    /// Pauses a campaign (or one target): its waiting letters are `held` and none is claimed
+    /// until it is resumed, including letters created meanwhile. Returns how many were held.
+    pub async fn pause(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.pause(campaign, target, now).await,
+        }
+    }
+
+    /// Lifts a pause; held letters are queued again. Returns how many.
+    pub async fn resume(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.resume(campaign, target, now).await,
+        }
+    }
+
+    /// Cancels a campaign's (or one target's) waiting letters: they will never be sent.
+    /// Returns how many.
+    pub async fn cancel(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.cancel(campaign, target, now).await,
+        }
+    }
+
+    /// The pauses in force: `(campaign, None)` for a whole campaign, or one target.
+    pub async fn pauses(&self) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.pauses().await,
+        }
+    }
+
+    /// Every attempt since `since` with its recipient and domain, oldest first: what pacing
+    /// restores at start-up so a restart does not allow a burst.
+    pub async fn recent_sends(&self, since: Millis) -> Result<Vec<(String, String, Millis)>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.recent_sends(since).await,
+        }
+    }
+
+    /// Letters waiting (queued, deferred or held) per campaign and target.
+    pub async fn waiting_per_target(&self, campaign: Option<&str>) -> Result<Vec<(String, String, i64)>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.waiting_per_target(campaign).await,
         }
     }
 

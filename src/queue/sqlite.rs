@@ -148,6 +148,11 @@ impl SqliteQueue {
                     SELECT id FROM letters
                      WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?4
                        AND (?5 IS NULL OR campaign = ?5)
+                       AND (?7 IS NULL OR target_id = ?7)
+                       AND (?8 IS NULL OR kind = 'confirmation'
+                            OR campaign NOT IN (SELECT value FROM json_each(?8)))
+                       AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.campaign = letters.campaign
+                                          AND p.target_id IN ('', letters.target_id))
                      ORDER BY priority DESC, next_attempt_at, id
                      LIMIT ?6)
              RETURNING id, campaign, target_id, recipient, recipient_name, from_name,
@@ -160,6 +165,11 @@ impl SqliteQueue {
         .bind(req.now)
         .bind(req.campaign)
         .bind(req.limit)
+        .bind(req.target)
+        .bind(
+            req.exclude_campaigns
+                .map(|c| serde_json::to_string(c).expect("campaign names serialise")),
+        )
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -506,6 +516,108 @@ impl SqliteQueue {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| Self::summary(&r)).transpose()?)
+    }
+
+    pub(super) async fn pause(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO pauses (campaign, target_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (campaign, target_id) DO NOTHING",
+        )
+        .bind(campaign)
+        .bind(target.unwrap_or(""))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let held = sqlx::query(&format!(
+            "UPDATE letters SET state = 'held', updated_at = ?1
+              WHERE state IN ({}) AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)",
+            LetterState::sources_sql(LetterState::Held)
+        ))
+        .bind(now)
+        .bind(campaign)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    pub(super) async fn resume(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        // Resuming a campaign lifts its target pauses too; resuming a target lifts only its own.
+        sqlx::query(
+            "DELETE FROM pauses WHERE campaign = ?1 AND (?2 IS NULL OR target_id = ?2)",
+        )
+        .bind(campaign)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        let resumed = sqlx::query(
+            "UPDATE letters SET state = 'queued', updated_at = ?1
+              WHERE state = 'held' AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)
+                AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.campaign = letters.campaign
+                                   AND p.target_id IN ('', letters.target_id))",
+        )
+        .bind(now)
+        .bind(campaign)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(resumed)
+    }
+
+    pub(super) async fn cancel(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        Ok(sqlx::query(&format!(
+            "UPDATE letters SET state = 'cancelled', updated_at = ?1,
+                    last_reply = 'cancelled by an organiser'
+              WHERE state IN ({}) AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)",
+            LetterState::sources_sql(LetterState::Cancelled)
+        ))
+        .bind(now)
+        .bind(campaign)
+        .bind(target)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn pauses(&self) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT campaign, target_id FROM pauses ORDER BY campaign, target_id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, t)| (c, (!t.is_empty()).then_some(t)))
+            .collect())
+    }
+
+    pub(super) async fn recent_sends(&self, since: Millis) -> Result<Vec<(String, String, Millis)>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT l.recipient, l.recipient_domain, a.started_at
+               FROM attempts a JOIN letters l ON l.id = a.letter_id
+              WHERE a.started_at >= ?1 AND l.kind = 'letter'
+              ORDER BY a.started_at",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn waiting_per_target(&self, campaign: Option<&str>) -> Result<Vec<(String, String, i64)>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT campaign, target_id, COUNT(*) FROM letters
+              WHERE state IN ('queued', 'deferred', 'held') AND kind = 'letter'
+                AND (?1 IS NULL OR campaign = ?1)
+              GROUP BY campaign, target_id",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub(super) async fn signature_letters(

@@ -11,11 +11,15 @@
 //! never got a complete message), `sending` ones become `in_doubt` (it may have). On stop,
 //! sending tasks finish the letter in hand, and letters claimed but not started are handed back.
 
+mod pacer;
 mod retry;
 
 pub use retry::RetryPolicy;
 
 use crate::config::{InDoubtPolicy, Settings};
+use crate::letters::Registry;
+use crate::pacing::GlobalLimits;
+use pacer::Pacer;
 use crate::mailer::{Sender, Transport};
 use crate::queue::{
     now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError, Recovered,
@@ -85,6 +89,9 @@ pub struct RunSummary {
     /// Letters left by a worker that vanished: queued again, or marked in doubt.
     pub recovered: Recovered,
     pub seconds: f64,
+    /// When a batch ends with letters held back by their targets' pacing: the earliest time
+    /// one of them may go (milliseconds since the epoch).
+    pub next_paced_at: Option<i64>,
 }
 
 impl RunSummary {
@@ -120,6 +127,8 @@ pub struct Dispatcher {
     cooldown_until: Arc<AtomicI64>,
     worker_id: String,
     counters: Arc<Counters>,
+    registry: Registry,
+    pacing_limits: GlobalLimits,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -143,19 +152,22 @@ pub fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `queue` and `transport` with the `[sending]` settings and campaign rates.
+    /// A dispatcher over `queue` and `transport` for the campaigns of `registry` (their rate
+    /// caps and pacing), with the `[sending]` and `[pacing]` settings.
     pub fn new(
         queue: Queue,
         transport: Transport,
         settings: &Settings,
-        campaign_rates: &[(String, f64)],
-    ) -> Dispatcher {
+        registry: &Registry,
+    ) -> Result<Dispatcher, crate::config::ConfigError> {
         let s = &settings.sending;
-        let per_campaign = campaign_rates
+        let per_campaign = registry
             .iter()
-            .map(|(slug, rate)| (slug.clone(), limiter(*rate, (rate.ceil() as u32).max(1))))
+            .filter_map(|c| c.rate_per_second.map(|r| (c.slug.as_str().to_owned(), r)))
+            .map(|(slug, rate)| (slug, limiter(rate, (rate.ceil() as u32).max(1))))
             .collect();
-        Dispatcher {
+        let pacing_limits = settings.pacing_limits()?;
+        Ok(Dispatcher {
             queue,
             transport,
             global: Arc::new(limiter(s.rate_per_second, s.burst)),
@@ -172,7 +184,9 @@ impl Dispatcher {
             cooldown_until: Arc::new(AtomicI64::new(0)),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             counters: Arc::new(Counters::default()),
-        }
+            registry: registry.clone(),
+            pacing_limits,
+        })
     }
 
     /// The live counters of the current run.
@@ -234,7 +248,9 @@ impl Dispatcher {
         drop(results_tx);
         drop(marks_tx);
 
-        let claim_result = self.claim_loop(opts, token, &letters_tx, &stop).await;
+        let mut pacer = Pacer::build(&self.registry, self.pacing_limits.clone(), &self.queue, now_millis()).await?;
+        let claim_result = self.claim_loop(opts, token, &mut pacer, &letters_tx, &stop).await;
+        summary.next_paced_at = pacer.next_opening(now_millis(), opts.campaign.as_deref());
         drop(letters_tx);
         let mut task_error = None;
         for s in senders {
@@ -278,12 +294,14 @@ impl Dispatcher {
         &self,
         opts: &RunOptions,
         token: i64,
+        pacer: &mut Pacer,
         tx: &mpsc::Sender<ClaimedLetter>,
         stop: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let mut claimed_total: u64 = 0;
         let mut last_recovery = Instant::now();
         let recovery_every = Duration::from_millis((self.lease_ms / 3).max(1000) as u64);
+        let campaign = opts.campaign.as_deref();
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -304,7 +322,9 @@ impl Dispatcher {
                 .min(self.claim_batch as u64)
                 .min(remaining.unwrap_or(u64::MAX)) as u32;
             let now = now_millis();
-            let batch = self
+            // Letters not paced per target, in bulk.
+            let paced: Vec<String> = pacer.paced_campaigns().to_vec();
+            let mut batch = self
                 .queue
                 .claim(&ClaimRequest {
                     owner: &self.worker_id,
@@ -312,9 +332,36 @@ impl Dispatcher {
                     now,
                     lease_ms: self.lease_ms,
                     limit: want,
-                    campaign: opts.campaign.as_deref(),
+                    campaign,
+                    target: None,
+                    exclude_campaigns: (!paced.is_empty()).then_some(&paced[..]),
                 })
                 .await?;
+            // Then one letter for each paced target whose limits allow one now.
+            for (key, c, t) in pacer.ready(now, campaign) {
+                if batch.len() as u32 >= want {
+                    break;
+                }
+                let got = self
+                    .queue
+                    .claim(&ClaimRequest {
+                        owner: &self.worker_id,
+                        token,
+                        now,
+                        lease_ms: self.lease_ms,
+                        limit: 1,
+                        campaign: Some(&c),
+                        target: Some(&t),
+                        exclude_campaigns: None,
+                    })
+                    .await?;
+                if got.is_empty() {
+                    pacer.idle(key, now);
+                } else {
+                    pacer.record(key, now);
+                    batch.extend(got);
+                }
+            }
             if batch.is_empty() {
                 if !opts.continuous {
                     return Ok(());
@@ -328,10 +375,13 @@ impl Dispatcher {
                             "recovered letters from a worker that stopped"
                         );
                     }
+                    pacer.refresh_pauses(&self.queue).await?;
                     last_recovery = Instant::now();
                 }
-                let next = self.queue.next_due(opts.campaign.as_deref()).await?;
-                let wait = match next {
+                let due = self.queue.next_due(campaign).await?;
+                let opening = pacer.next_opening(now, campaign);
+                let wake = [due, opening].into_iter().flatten().min();
+                let wait = match wake {
                     Some(at) => Duration::from_millis((at - now_millis()).clamp(10, 1000) as u64),
                     None => Duration::from_secs(1),
                 };

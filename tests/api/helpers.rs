@@ -64,26 +64,21 @@ pub(crate) fn base_env(dir: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
-/// A fresh folder with a copy of the example campaign, its campaign-wide rate lifted so tests
-/// are not paced.
-pub(crate) fn test_folder() -> tempfile::TempDir {
-    if std::env::var_os("TEST_LOG").is_some() {
-        missive::telemetry::init("debug");
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// Copies the repository's campaigns into `letters`, each campaign-wide rate lifted and
+/// per-target pacing off, so tests are not paced unless they ask to be (office hours would make
+/// them depend on the time they run at; tests of pacing write their own policy).
+pub(crate) fn copy_campaigns(letters: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("letters");
-    copy_dir(&src, &dir.path().join("letters"));
-    let toml = dir
-        .path()
-        .join("letters")
-        .join(CAMPAIGN)
-        .join("campaign.toml");
+    copy_dir(&src, letters);
+    let toml = letters.join(CAMPAIGN).join("campaign.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     let lifted: String = text
         .lines()
         .map(|l| {
             if l.trim_start().starts_with("rate_per_second") {
                 "rate_per_second = 100000.0".to_owned()
+            } else if l.trim() == "[pacing]" {
+                "[pacing]\nenabled = false".to_owned()
             } else {
                 l.to_owned()
             }
@@ -91,6 +86,15 @@ pub(crate) fn test_folder() -> tempfile::TempDir {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&toml, lifted + "\n").unwrap();
+}
+
+/// A fresh folder holding a copy of the campaigns (see `copy_campaigns`).
+pub(crate) fn test_folder() -> tempfile::TempDir {
+    if std::env::var_os("TEST_LOG").is_some() {
+        missive::telemetry::init("debug");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_campaigns(&dir.path().join("letters"));
     dir
 }
 

@@ -62,6 +62,8 @@ async fn apply(app: &TestApp, op: &Op, now: &mut i64, ids: &[i64]) {
                 lease_ms: 30_000,
                 limit,
                 campaign: None,
+                target: None,
+                exclude_campaigns: None,
             })
             .await
             .unwrap();

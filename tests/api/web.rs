@@ -568,6 +568,8 @@ async fn confirmation_emails_are_claimed_before_waiting_letters() {
             lease_ms: 60_000,
             limit: 1,
             campaign: None,
+            target: None,
+            exclude_campaigns: None,
         })
         .await
         .unwrap();

@@ -69,11 +69,8 @@ impl Reply {
 
 /// Copies the repository's example campaign into `dir`, with `confirm` set as asked.
 pub(crate) fn copy_letters(dir: &Path, confirm: bool) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("letters")
-        .join(SLUG);
     let letters = dir.join("letters");
-    copy_dir(&from, &letters.join(SLUG));
+    crate::helpers::copy_campaigns(&letters);
     if confirm {
         let toml = letters.join(SLUG).join("campaign.toml");
         let text = std::fs::read_to_string(&toml).unwrap();
@@ -81,19 +78,6 @@ pub(crate) fn copy_letters(dir: &Path, confirm: bool) -> PathBuf {
         std::fs::write(&toml, text.replace("confirm = false", "confirm = true")).unwrap();
     }
     letters
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Settings for a test in `dir`.

@@ -1,0 +1,106 @@
+//! Pacing in the worker: the pacing scheduler (`crate::pacing`), built from the campaigns when
+//! a run starts, restored from the last hour's attempts (so a restart allows no burst), told of
+//! organisers' pauses, and asked before each claim which targets may receive a letter now.
+//! Letters of campaigns with `[pacing] enabled = false`, and confirmation emails, are not paced
+//! per target; the relay's rate limit applies to everything.
+
+use crate::letters::Registry;
+use crate::pacing::{GlobalLimits, Pause, Scheduler, Slot, TargetKey};
+use crate::queue::{Millis, Queue, QueueError};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+/// How long a paced target with no letter due is left alone before the queue is asked again.
+const IDLE_MS: Millis = 2_000;
+
+pub(super) struct Pacer {
+    scheduler: Scheduler,
+    /// Every paced target: its key, campaign and target id.
+    paced: Vec<(TargetKey, String, String)>,
+    /// Campaigns whose letters are claimed target by target.
+    paced_campaigns: Vec<String>,
+    /// Targets found with nothing due, and until when to leave them be.
+    idle_until: HashMap<TargetKey, Millis>,
+}
+
+fn at(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Pacer {
+    /// A pacer over every campaign that paces its letters, restored from the queue.
+    pub(super) async fn build(registry: &Registry, limits: GlobalLimits, queue: &Queue, now: Millis) -> Result<Pacer, QueueError> {
+        let mut scheduler = Scheduler::new(limits);
+        let mut paced = Vec::new();
+        let mut paced_campaigns = Vec::new();
+        for campaign in registry.iter().filter(|c| c.pacing.enabled()) {
+            paced_campaigns.push(campaign.slug.as_str().to_owned());
+            for spec in campaign.pacing_specs() {
+                let key = scheduler.add_target(spec, at(now));
+                paced.push((key, spec.campaign.to_owned(), spec.target.to_owned()));
+            }
+        }
+        let recent = queue.recent_sends(now - 3_600_000).await?;
+        scheduler.restore(recent.iter().map(|(a, d, t)| (a.as_str(), d.as_str(), *t)));
+        let mut pacer = Pacer {
+            scheduler,
+            paced,
+            paced_campaigns,
+            idle_until: HashMap::new(),
+        };
+        pacer.refresh_pauses(queue).await?;
+        Ok(pacer)
+    }
+
+    /// Re-reads the organisers' pauses.
+    pub(super) async fn refresh_pauses(&mut self, queue: &Queue) -> Result<(), QueueError> {
+        let pauses = queue.pauses().await?;
+        self.scheduler.set_paused(pauses.into_iter().map(|(c, t)| match t {
+            None => Pause::Campaign(c),
+            Some(target) => Pause::Target { campaign: c, target },
+        }));
+        Ok(())
+    }
+
+    /// Campaigns whose letters must not be claimed in bulk.
+    pub(super) fn paced_campaigns(&self) -> &[String] {
+        &self.paced_campaigns
+    }
+
+    /// The paced targets that may receive a letter now (of `campaign`, if given).
+    pub(super) fn ready(&self, now: Millis, campaign: Option<&str>) -> Vec<(TargetKey, String, String)> {
+        self.paced
+            .iter()
+            .filter(|(key, c, _)| {
+                campaign.is_none_or(|want| want == c)
+                    && self.idle_until.get(key).is_none_or(|until| *until <= now)
+                    && self.scheduler.next_slot(*key, at(now)) == Slot::Now
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A letter to `key` was claimed at `now`: it counts against every limit.
+    pub(super) fn record(&mut self, key: TargetKey, now: Millis) {
+        self.idle_until.remove(&key);
+        self.scheduler.record_send(key, at(now));
+    }
+
+    /// `key` had nothing due at `now`.
+    pub(super) fn idle(&mut self, key: TargetKey, now: Millis) {
+        self.idle_until.insert(key, now + IDLE_MS);
+    }
+
+    /// When the next paced letter could go, if any target may ever send again.
+    pub(super) fn next_opening(&self, now: Millis, campaign: Option<&str>) -> Option<Millis> {
+        self.paced
+            .iter()
+            .filter(|(_, c, _)| campaign.is_none_or(|want| want == c))
+            .filter_map(|(key, _, _)| match self.scheduler.next_slot(*key, at(now)) {
+                Slot::Now => Some(self.idle_until.get(key).copied().unwrap_or(now).max(now)),
+                Slot::At(t) => Some(t.timestamp_millis()),
+                Slot::Paused | Slot::Never => None,
+            })
+            .min()
+    }
+}
