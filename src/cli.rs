@@ -34,6 +34,15 @@ pub enum Command {
     Status(StatusArgs),
     /// Queue failed letters (or one letter) again.
     Retry(RetryArgs),
+    /// Stop sending a campaign's (or one target's) letters until `resume`.
+    Pause(TargetScopeArgs),
+    /// Send a paused campaign's (or target's) letters again.
+    Resume(TargetScopeArgs),
+    /// Cancel a campaign's (or one target's) waiting letters: they will never be sent.
+    Cancel(TargetScopeArgs),
+    /// Show, for each target, the letters waiting and when they will go under the current
+    /// pacing limits and sending windows.
+    Plan(PlanArgs),
     /// Settle letters in doubt (the connection dropped after their data was sent): send them
     /// again, or record them as sent.
     Resolve(ResolveArgs),
@@ -152,6 +161,28 @@ pub struct ResolveArgs {
     /// Only this campaign's letters.
     #[arg(long)]
     pub campaign: Option<String>,
+}
+
+/// `missive pause`, `resume` and `cancel`
+#[derive(Debug, Args)]
+pub struct TargetScopeArgs {
+    /// The campaign's slug.
+    #[arg(long)]
+    pub campaign: String,
+    /// Only this target (its id in campaign.toml).
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+/// `missive plan`
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Only this campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `missive serve`

@@ -56,8 +56,13 @@ impl App {
 
     /// A dispatcher over this app's queue, transport and campaigns.
     pub fn dispatcher(&self) -> Dispatcher {
-        Dispatcher::new(self.queue.clone(), self.transport.clone(), &self.settings, &self.registry)
-            .expect("settings were checked when they were loaded")
+        Dispatcher::new(
+            self.queue.clone(),
+            self.transport.clone(),
+            &self.settings,
+            &self.registry,
+        )
+        .expect("settings were checked when they were loaded")
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod check;
 mod import;
+mod organise;
+mod plan;
 mod preview;
 mod resolve;
 mod retry;
@@ -64,6 +66,10 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<Outcome
         Command::Send(args) => send::run(args, settings).await,
         Command::Status(args) => status::run(args, settings).await,
         Command::Retry(args) => retry::run(args, settings).await,
+        Command::Pause(args) => organise::pause(args, settings).await,
+        Command::Resume(args) => organise::resume(args, settings).await,
+        Command::Cancel(args) => organise::cancel(args, settings).await,
+        Command::Plan(args) => plan::run(args, settings).await,
         Command::Resolve(args) => resolve::run(args, settings).await,
         Command::Serve(args) => serve::run(args, settings).await,
     }

@@ -52,8 +52,15 @@ pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Ou
         .await;
     ticker.abort();
     bar.finish_and_clear();
-    app.queue.close().await;
     let summary = summary?;
+    let app_waiting: i64 = app
+        .queue
+        .waiting_per_target(args.campaign.as_deref())
+        .await?
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    app.queue.close().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -73,6 +80,18 @@ pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Ou
             "stopped early: {} claimed letter(s) handed back to the queue",
             summary.released
         );
+    }
+    if let Some(at) = summary.next_paced_at {
+        let waiting: i64 = app_waiting;
+        if waiting > 0 {
+            let when = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            eprintln!(
+                "note: {waiting} letter(s) wait for their targets' pacing; the next may go at {when}\n\
+                 hint: `missive plan` shows the schedule; `missive serve` sends letters as they come due"
+            );
+        }
     }
     let r = summary.recovered;
     if r.requeued + r.in_doubt > 0 {

@@ -379,14 +379,24 @@ impl Queue {
 
     /// Pauses a campaign (or one target): its waiting letters are `held` and none is claimed
     /// until it is resumed, including letters created meanwhile. Returns how many were held.
-    pub async fn pause(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub async fn pause(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.pause(campaign, target, now).await,
         }
     }
 
     /// Lifts a pause; held letters are queued again. Returns how many.
-    pub async fn resume(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub async fn resume(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.resume(campaign, target, now).await,
         }
@@ -394,7 +404,12 @@ impl Queue {
 
     /// Cancels a campaign's (or one target's) waiting letters: they will never be sent.
     /// Returns how many.
-    pub async fn cancel(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub async fn cancel(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.cancel(campaign, target, now).await,
         }
@@ -409,14 +424,20 @@ impl Queue {
 
     /// Every attempt since `since` with its recipient and domain, oldest first: what pacing
     /// restores at start-up so a restart does not allow a burst.
-    pub async fn recent_sends(&self, since: Millis) -> Result<Vec<(String, String, Millis)>, QueueError> {
+    pub async fn recent_sends(
+        &self,
+        since: Millis,
+    ) -> Result<Vec<(String, String, Millis)>, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.recent_sends(since).await,
         }
     }
 
     /// Letters waiting (queued, deferred or held) per campaign and target.
-    pub async fn waiting_per_target(&self, campaign: Option<&str>) -> Result<Vec<(String, String, i64)>, QueueError> {
+    pub async fn waiting_per_target(
+        &self,
+        campaign: Option<&str>,
+    ) -> Result<Vec<(String, String, i64)>, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.waiting_per_target(campaign).await,
         }

@@ -518,7 +518,12 @@ impl SqliteQueue {
         Ok(row.map(|r| Self::summary(&r)).transpose()?)
     }
 
-    pub(super) async fn pause(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub(super) async fn pause(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO pauses (campaign, target_id, created_at) VALUES (?1, ?2, ?3)
@@ -544,16 +549,19 @@ impl SqliteQueue {
         Ok(held)
     }
 
-    pub(super) async fn resume(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub(super) async fn resume(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         let mut tx = self.pool.begin().await?;
         // Resuming a campaign lifts its target pauses too; resuming a target lifts only its own.
-        sqlx::query(
-            "DELETE FROM pauses WHERE campaign = ?1 AND (?2 IS NULL OR target_id = ?2)",
-        )
-        .bind(campaign)
-        .bind(target)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("DELETE FROM pauses WHERE campaign = ?1 AND (?2 IS NULL OR target_id = ?2)")
+            .bind(campaign)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
         let resumed = sqlx::query(
             "UPDATE letters SET state = 'queued', updated_at = ?1
               WHERE state = 'held' AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)
@@ -570,7 +578,12 @@ impl SqliteQueue {
         Ok(resumed)
     }
 
-    pub(super) async fn cancel(&self, campaign: &str, target: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+    pub(super) async fn cancel(
+        &self,
+        campaign: &str,
+        target: Option<&str>,
+        now: Millis,
+    ) -> Result<u64, QueueError> {
         Ok(sqlx::query(&format!(
             "UPDATE letters SET state = 'cancelled', updated_at = ?1,
                     last_reply = 'cancelled by an organiser'
@@ -596,7 +609,10 @@ impl SqliteQueue {
             .collect())
     }
 
-    pub(super) async fn recent_sends(&self, since: Millis) -> Result<Vec<(String, String, Millis)>, QueueError> {
+    pub(super) async fn recent_sends(
+        &self,
+        since: Millis,
+    ) -> Result<Vec<(String, String, Millis)>, QueueError> {
         Ok(sqlx::query_as(
             "SELECT l.recipient, l.recipient_domain, a.started_at
                FROM attempts a JOIN letters l ON l.id = a.letter_id
@@ -608,7 +624,10 @@ impl SqliteQueue {
         .await?)
     }
 
-    pub(super) async fn waiting_per_target(&self, campaign: Option<&str>) -> Result<Vec<(String, String, i64)>, QueueError> {
+    pub(super) async fn waiting_per_target(
+        &self,
+        campaign: Option<&str>,
+    ) -> Result<Vec<(String, String, i64)>, QueueError> {
         Ok(sqlx::query_as(
             "SELECT campaign, target_id, COUNT(*) FROM letters
               WHERE state IN ('queued', 'deferred', 'held') AND kind = 'letter'

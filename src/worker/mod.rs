@@ -18,13 +18,13 @@ pub use retry::RetryPolicy;
 
 use crate::config::{InDoubtPolicy, Settings};
 use crate::letters::Registry;
-use crate::pacing::GlobalLimits;
-use pacer::Pacer;
 use crate::mailer::{Sender, Transport};
+use crate::pacing::GlobalLimits;
 use crate::queue::{
     now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError, Recovered,
 };
 use governor::{DefaultDirectRateLimiter, Quota};
+use pacer::Pacer;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -189,6 +189,30 @@ impl Dispatcher {
         })
     }
 
+    /// The projected schedule of every paced target's waiting letters (of `campaign`, if
+    /// given) from `now` to `until`, with the pacing state a run would start from.
+    pub async fn plan(
+        &self,
+        campaign: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<crate::pacing::TargetPlan>, WorkerError> {
+        let mut pacer = Pacer::build(&self.registry, self.pacing_limits, &self.queue, now).await?;
+        let waiting = self.queue.waiting_per_target(campaign).await?;
+        let mut plans = pacer.plan(&waiting, now, until);
+        plans.retain(|p| campaign.is_none_or(|c| c == p.campaign));
+        Ok(plans)
+    }
+
+    /// Campaigns whose letters are not paced per target.
+    pub fn unpaced_campaigns(&self) -> Vec<String> {
+        self.registry
+            .iter()
+            .filter(|c| !c.pacing.enabled())
+            .map(|c| c.slug.as_str().to_owned())
+            .collect()
+    }
+
     /// The live counters of the current run.
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
@@ -248,8 +272,16 @@ impl Dispatcher {
         drop(results_tx);
         drop(marks_tx);
 
-        let mut pacer = Pacer::build(&self.registry, self.pacing_limits.clone(), &self.queue, now_millis()).await?;
-        let claim_result = self.claim_loop(opts, token, &mut pacer, &letters_tx, &stop).await;
+        let mut pacer = Pacer::build(
+            &self.registry,
+            self.pacing_limits,
+            &self.queue,
+            now_millis(),
+        )
+        .await?;
+        let claim_result = self
+            .claim_loop(opts, token, &mut pacer, &letters_tx, &stop)
+            .await;
         summary.next_paced_at = pacer.next_opening(now_millis(), opts.campaign.as_deref());
         drop(letters_tx);
         let mut task_error = None;
@@ -341,6 +373,9 @@ impl Dispatcher {
             for (key, c, t) in pacer.ready(now, campaign) {
                 if batch.len() as u32 >= want {
                     break;
+                }
+                if !pacer.may_send(key, now) {
+                    continue;
                 }
                 let got = self
                     .queue

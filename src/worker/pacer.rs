@@ -5,7 +5,7 @@
 //! per target; the relay's rate limit applies to everything.
 
 use crate::letters::Registry;
-use crate::pacing::{GlobalLimits, Pause, Scheduler, Slot, TargetKey};
+use crate::pacing::{GlobalLimits, Pause, Scheduler, Slot, TargetKey, TargetPlan};
 use crate::queue::{Millis, Queue, QueueError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -29,7 +29,12 @@ fn at(ms: Millis) -> DateTime<Utc> {
 
 impl Pacer {
     /// A pacer over every campaign that paces its letters, restored from the queue.
-    pub(super) async fn build(registry: &Registry, limits: GlobalLimits, queue: &Queue, now: Millis) -> Result<Pacer, QueueError> {
+    pub(super) async fn build(
+        registry: &Registry,
+        limits: GlobalLimits,
+        queue: &Queue,
+        now: Millis,
+    ) -> Result<Pacer, QueueError> {
         let mut scheduler = Scheduler::new(limits);
         let mut paced = Vec::new();
         let mut paced_campaigns = Vec::new();
@@ -55,10 +60,14 @@ impl Pacer {
     /// Re-reads the organisers' pauses.
     pub(super) async fn refresh_pauses(&mut self, queue: &Queue) -> Result<(), QueueError> {
         let pauses = queue.pauses().await?;
-        self.scheduler.set_paused(pauses.into_iter().map(|(c, t)| match t {
-            None => Pause::Campaign(c),
-            Some(target) => Pause::Target { campaign: c, target },
-        }));
+        self.scheduler
+            .set_paused(pauses.into_iter().map(|(c, t)| match t {
+                None => Pause::Campaign(c),
+                Some(target) => Pause::Target {
+                    campaign: c,
+                    target,
+                },
+            }));
         Ok(())
     }
 
@@ -68,7 +77,11 @@ impl Pacer {
     }
 
     /// The paced targets that may receive a letter now (of `campaign`, if given).
-    pub(super) fn ready(&self, now: Millis, campaign: Option<&str>) -> Vec<(TargetKey, String, String)> {
+    pub(super) fn ready(
+        &self,
+        now: Millis,
+        campaign: Option<&str>,
+    ) -> Vec<(TargetKey, String, String)> {
         self.paced
             .iter()
             .filter(|(key, c, _)| {
@@ -78,6 +91,12 @@ impl Pacer {
             })
             .cloned()
             .collect()
+    }
+
+    /// Whether a letter to `key` may go at `now`, counting every send recorded so far (the
+    /// domain and relay limits are shared by targets, so ask again before each claim).
+    pub(super) fn may_send(&self, key: TargetKey, now: Millis) -> bool {
+        self.scheduler.next_slot(key, at(now)) == Slot::Now
     }
 
     /// A letter to `key` was claimed at `now`: it counts against every limit.
@@ -96,11 +115,31 @@ impl Pacer {
         self.paced
             .iter()
             .filter(|(_, c, _)| campaign.is_none_or(|want| want == c))
-            .filter_map(|(key, _, _)| match self.scheduler.next_slot(*key, at(now)) {
-                Slot::Now => Some(self.idle_until.get(key).copied().unwrap_or(now).max(now)),
-                Slot::At(t) => Some(t.timestamp_millis()),
-                Slot::Paused | Slot::Never => None,
-            })
+            .filter_map(
+                |(key, _, _)| match self.scheduler.next_slot(*key, at(now)) {
+                    Slot::Now => Some(self.idle_until.get(key).copied().unwrap_or(now).max(now)),
+                    Slot::At(t) => Some(t.timestamp_millis()),
+                    Slot::Paused | Slot::Never => None,
+                },
+            )
             .min()
+    }
+
+    /// The projected schedule of the letters waiting, under the limits and windows in force:
+    /// the scheduler simulated forward from its present state, up to `until`.
+    pub(super) fn plan(
+        &mut self,
+        waiting: &[(String, String, i64)],
+        now: Millis,
+        until: Millis,
+    ) -> Vec<TargetPlan> {
+        for (key, c, t) in &self.paced {
+            let n = waiting
+                .iter()
+                .find(|(wc, wt, _)| wc == c && wt == t)
+                .map_or(0, |(_, _, n)| *n);
+            self.scheduler.set_backlog(*key, n.max(0) as u64);
+        }
+        self.scheduler.plan(at(now), at(until))
     }
 }

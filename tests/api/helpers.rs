@@ -20,7 +20,7 @@ pub(crate) struct TestApp {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) settings: Settings,
     pub(crate) app: App,
-    env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -13,6 +13,7 @@ mod crash;
 mod csv_import;
 mod delivery;
 mod faults;
+mod pacing;
 mod real_smtp;
 mod signing;
 mod templates;
