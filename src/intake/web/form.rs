@@ -481,39 +481,31 @@ fn form_page(
 
 /// `GET /c/<slug>`: the action page.
 pub(super) async fn action_page(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    state: State<AppState>,
+    slug: Path<String>,
+    q: Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let campaign = state
-        .registry()
-        .get(&slug)
-        .map_err(|_| WebError::NotFound)?;
-    let lang = campaign_lang(&campaign, q.get("lang").map(String::as_str), &headers);
-    let values = FormValues {
-        referrer: clean_referrer(q.get("ref").map(String::as_str).unwrap_or_default()),
-        ..FormValues::default()
-    };
-    Ok(form_page(
-        &state,
-        StatusCode::OK,
-        &campaign,
-        lang,
-        &headers,
-        &values,
-        &HashMap::new(),
-        None,
-        false,
-    ))
+    blank_form(state, slug, q, headers, false)
 }
 
 /// `GET /c/<slug>/embed`: the form alone, for a partner's page to frame.
 pub(super) async fn embed_page(
+    state: State<AppState>,
+    slug: Path<String>,
+    q: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    blank_form(state, slug, q, headers, true)
+}
+
+/// The page with an empty form (keeping `?ref=`), whole or for embedding.
+fn blank_form(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    embed: bool,
 ) -> Result<Response, WebError> {
     let campaign = state
         .registry()
@@ -533,7 +525,7 @@ pub(super) async fn embed_page(
         &values,
         &HashMap::new(),
         None,
-        true,
+        embed,
     ))
 }
 
