@@ -91,16 +91,16 @@ pub struct StoredResponse {
 }
 
 impl Queue {
-    /// Records a signature and its letters (no confirmation asked) with the form's or API's
-    /// details, in one transaction. Duplicates are reported, not errors.
-    pub async fn record_signature_with_details(
+    /// Records many signatures with their letters and details in ONE transaction (group
+    /// commit: concurrent web requests share a commit). Each signature is still all-or-nothing
+    /// with its letters; duplicates are reported per signature, in order.
+    pub async fn record_signatures_with_details(
         &self,
-        sig: &NewSignature,
-        details: &IntakeDetails,
+        batch: &[(NewSignature, IntakeDetails)],
         now: Millis,
-    ) -> Result<Recorded, QueueError> {
+    ) -> Result<Vec<Recorded>, QueueError> {
         match &self.backend {
-            Backend::Sqlite(q) => q.record_signature_with_details(sig, details, now).await,
+            Backend::Sqlite(q) => q.record_signatures_with_details(batch, now).await,
         }
     }
 

@@ -11,6 +11,7 @@
 //! same parsing (`Signer::parse`) and rendering (`intake::prepare`) as the CLI.
 
 mod api;
+mod commit;
 mod form;
 mod i18n;
 mod pages;
@@ -46,6 +47,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     registry: Registry,
     queue: Queue,
+    /// Shares commits between concurrent signatures.
+    commit: commit::GroupCommit,
     keys: tokens::Keys,
     pages: pages::Pages,
     /// `base_url` without a trailing slash: the start of every link we send.
@@ -96,6 +99,7 @@ impl AppState {
             Quota::per_second(nonzero(http.api_per_second)).allow_burst(nonzero(http.api_burst));
         Ok(AppState(Arc::new(Inner {
             registry,
+            commit: commit::GroupCommit::start(queue.clone()),
             queue,
             keys: tokens::Keys::new(&secret),
             pages: pages::Pages::new().context("compiling the page templates")?,

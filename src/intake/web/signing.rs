@@ -54,17 +54,10 @@ pub(crate) async fn accept(
     let now = now_millis();
     if !campaign.confirm {
         let sig = prepare(campaign, signer, source, today()).context("rendering letters")?;
-        return Ok(
-            match queue
-                .record_signature_with_details(&sig, &details, now)
-                .await?
-            {
-                Recorded::Created { public_id, letters } => {
-                    Accepted::Created { public_id, letters }
-                }
-                Recorded::Duplicate { public_id } => Accepted::Duplicate { public_id },
-            },
-        );
+        return Ok(match state.0.commit.record(sig, details, now).await? {
+            Recorded::Created { public_id, letters } => Accepted::Created { public_id, letters },
+            Recorded::Duplicate { public_id } => Accepted::Duplicate { public_id },
+        });
     }
     let expires_at = now + state.0.confirm_expiry_ms;
     let token = state.0.keys.confirmation_token(expires_at / 1000);

@@ -121,26 +121,30 @@ async fn insert_confirmation(
 }
 
 impl SqliteQueue {
-    pub(in crate::queue) async fn record_signature_with_details(
+    pub(in crate::queue) async fn record_signatures_with_details(
         &self,
-        sig: &NewSignature,
-        details: &IntakeDetails,
+        batch: &[(NewSignature, IntakeDetails)],
         now: Millis,
-    ) -> Result<Recorded, QueueError> {
+    ) -> Result<Vec<Recorded>, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let Some(id) = insert_signature(&mut tx, sig, details, None, now).await? else {
-            let public_id = existing_public_id(&mut tx, sig).await?;
-            tx.commit().await?;
-            return Ok(Recorded::Duplicate { public_id });
-        };
-        for l in &sig.letters {
-            insert_letter(&mut tx, id, &sig.campaign, l, "letter", 0, now).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (sig, details) in batch {
+            let Some(id) = insert_signature(&mut tx, sig, details, None, now).await? else {
+                out.push(Recorded::Duplicate {
+                    public_id: existing_public_id(&mut tx, sig).await?,
+                });
+                continue;
+            };
+            for l in &sig.letters {
+                insert_letter(&mut tx, id, &sig.campaign, l, "letter", 0, now).await?;
+            }
+            out.push(Recorded::Created {
+                public_id: sig.public_id.clone(),
+                letters: sig.letters.len(),
+            });
         }
         tx.commit().await?;
-        Ok(Recorded::Created {
-            public_id: sig.public_id.clone(),
-            letters: sig.letters.len(),
-        })
+        Ok(out)
     }
 
     pub(in crate::queue) async fn record_awaiting(
