@@ -20,6 +20,7 @@ need() {
       wrk) hint="apt-get install wrk" ;;
       /usr/bin/time) hint="apt-get install time" ;;
       python3) hint="apt-get install python3" ;;
+      pgrep) hint="apt-get install procps" ;;
       cargo) hint="install Rust from https://rustup.rs" ;;
       *) hint="install $tool" ;;
     esac
