@@ -68,11 +68,16 @@ print(cookie, token)
 PY
 ) || die "could not read the form's cookie and token from /c/bench" "see $WORK/server.log (KEEP_WORK=1 keeps it)"
 
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 RESULTS=()
 run() { # MODE, then the script's arguments after RUN
   local mode=$1; shift
   local before after sigs letters perf_pid=""
   read -r before letters_before _ < <(status_counts)
+  local cpu_before cpu_after
+  cpu_before=$(cpu_ticks "$SERVER_PID")
   if [ -n "${PROFILE:-}" ]; then
     perf record -F 499 -g -o "$WORK/perf-$mode.data" -p "$SERVER_PID" 2>"$WORK/perf-$mode.log" &
     perf_pid=$!
@@ -82,32 +87,38 @@ run() { # MODE, then the script's arguments after RUN
     "http://127.0.0.1:$PORT$1" -- "$mode" "$mode-$$" "${@:2}" >"$WORK/wrk-$mode.out" 2>&1 ||
     { cat "$WORK/wrk-$mode.out" >&2; die "wrk failed on the $mode run"; }
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+  cpu_after=$(cpu_ticks "$SERVER_PID")
   read -r after letters_after _ < <(status_counts)
   sigs=$((after - before))
   letters=$((letters_after - letters_before))
   local lines
-  mapfile -t lines < <(python3 - "$mode" "$sigs" "$letters" "$(grep '^wrk-result ' "$WORK/wrk-$mode.out" | cut -d' ' -f2-)" <<'PY'
+  mapfile -t lines < <(python3 - "$mode" "$sigs" "$letters" "$(grep '^wrk-result ' "$WORK/wrk-$mode.out" | cut -d' ' -f2-)" \
+    "$(( (cpu_after - cpu_before) * 1000 / $(getconf CLK_TCK) ))" <<'PY'
 import json, sys
 mode, sigs, letters, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+server_cpu_s = int(sys.argv[5]) / 1000
 secs = w["duration_us"] / 1e6
 r = dict(bench="intake", endpoint=mode, seconds=round(secs, 2), requests=w["requests"],
          failed_requests=w["non_2xx_3xx"] + w["socket_errors"], signatures=sigs, letters=letters,
          durable_signatures_per_s=round(sigs / secs), requests_per_s=round(w["requests"] / secs),
          latency_p50_ms=w["latency_p50_ms"], latency_p99_ms=w["latency_p99_ms"],
-         latency_max_ms=w["latency_max_ms"])
+         latency_max_ms=w["latency_max_ms"], server_cpu_s=server_cpu_s,
+         server_cpu_ms_per_signature=round(server_cpu_s * 1000 / max(sigs, 1), 3))
 print(json.dumps(r))
 print(f"{mode:>4}: {r['durable_signatures_per_s']:>6} durable signatures/s  ({sigs} signatures, "
       f"{letters} letters committed in {r['seconds']} s; {r['requests']} requests, "
       f"{r['failed_requests']} failed; latency p50 {r['latency_p50_ms']} ms, "
-      f"p99 {r['latency_p99_ms']} ms)")
+      f"p99 {r['latency_p99_ms']} ms; server CPU {server_cpu_s:.1f} s = "
+      f"{r['server_cpu_ms_per_signature']} ms per signature)")
 PY
 )
   RESULTS+=("${lines[0]}")
   echo "${lines[1]}"
   if [ -n "$perf_pid" ]; then
     echo "  hottest symbols in the server during the $mode run (perf, self time):"
-    perf report -i "$WORK/perf-$mode.data" --no-children --stdio --sort dso,symbol 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -25 | sed 's/^/  /'
+    { perf report -i "$WORK/perf-$mode.data" --no-children --stdio --sort dso,symbol -g none \
+        2>/dev/null || true; } | grep -E '^ +[0-9.]+%' | sed 's/ *$//' | cut -c1-150 |
+      awk 'NR <= 25 { print "  " $0 }'
   fi
   if [ "$sigs" -le 0 ]; then
     echo "FAILED: no signature was recorded through the $mode endpoint" >&2
