@@ -83,9 +83,12 @@ run() { # MODE, then the script's arguments after RUN
     perf_pid=$!
     track "$perf_pid"
   fi
+  # In the background, so that a signal to this script stops the run at once (see lib.sh).
   wrk -t "$THREADS" -c "$CONNS" -d "${SECONDS_PER_RUN}s" --latency -s "$ROOT/bench/intake.lua" \
-    "http://127.0.0.1:$PORT$1" -- "$mode" "$mode-$$" "${@:2}" >"$WORK/wrk-$mode.out" 2>&1 ||
-    { cat "$WORK/wrk-$mode.out" >&2; die "wrk failed on the $mode run"; }
+    "http://127.0.0.1:$PORT$1" -- "$mode" "$mode-$$" "${@:2}" >"$WORK/wrk-$mode.out" 2>&1 &
+  local wrk_pid=$!
+  track "$wrk_pid"
+  wait "$wrk_pid" || { cat "$WORK/wrk-$mode.out" >&2; die "wrk failed on the $mode run"; }
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   cpu_after=$(cpu_ticks "$SERVER_PID")
   read -r after letters_after _ < <(status_counts)

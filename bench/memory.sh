@@ -46,9 +46,13 @@ sampled() {
   start=$(date +%s.%N)
   /usr/bin/time -v -o "$WORK/$label.time" "$@" >"$WORK/$label.out" 2>"$WORK/$label.err" &
   timer=$!
+  track "$timer"
   : >"$WORK/$label.rss"
   while kill -0 "$timer" 2>/dev/null; do
-    [ -n "$pid" ] || pid=$(pgrep -P "$timer" | head -1 || true)
+    if [ -z "$pid" ]; then
+      pid=$(pgrep -P "$timer" | head -1 || true)
+      if [ -n "$pid" ]; then track "$pid"; fi
+    fi
     if [ -n "$pid" ]; then
       awk '/^VmRSS:/{print $2}' "/proc/$pid/status" 2>/dev/null >>"$WORK/$label.rss" || true
     fi
