@@ -150,8 +150,6 @@ PY
 # global rate high enough not to matter unless a script lowers it.
 use_scratch_settings() {
   export MISSIVE_DATABASE__URL="sqlite://$WORK/missive.db"
-  # Every made-up target is on example.org: lift the per-domain cap so it never binds here.
-  export MISSIVE_PACING__PER_DOMAIN_PER_HOUR=1000000000
   export MISSIVE_LETTERS__DIR="$WORK/letters"
   export MISSIVE_OUTBOX__DIR="$WORK/outbox"
   export MISSIVE_SMTP__STARTTLS=off
