@@ -334,6 +334,16 @@ impl GlobalLimits {
         })
     }
 
+    /// The same limits with the relay left out (it never binds): for a worker whose senders
+    /// already enforce the relay's exact rate.
+    pub fn without_relay(self) -> GlobalLimits {
+        GlobalLimits {
+            relay_interval_ms: 1,
+            relay_burst: u32::MAX / 2,
+            ..self
+        }
+    }
+
     /// Milliseconds between two letters through the relay once its burst is spent.
     pub fn relay_interval_ms(&self) -> i64 {
         self.relay_interval_ms

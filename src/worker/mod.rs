@@ -139,6 +139,9 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// How long a one-off batch (`missive send`) waits for the next paced letter before it ends.
+const BATCH_PACING_WAIT_MS: i64 = 2_000;
+
 /// A request to the marker: a letter id, and where to answer whether it may be transmitted.
 type MarkRequest = (i64, oneshot::Sender<bool>);
 
@@ -272,13 +275,9 @@ impl Dispatcher {
         drop(results_tx);
         drop(marks_tx);
 
-        let mut pacer = Pacer::build(
-            &self.registry,
-            self.pacing_limits,
-            &self.queue,
-            now_millis(),
-        )
-        .await?;
+// The relay's exact rate is the senders' limiter; the scheduler paces targets and domains.
+        let limits = self.pacing_limits.without_relay();
+        let mut pacer = Pacer::build(&self.registry, limits, &self.queue, now_millis()).await?;
         let claim_result = self
             .claim_loop(opts, token, &mut pacer, &letters_tx, &stop)
             .await;
@@ -398,7 +397,10 @@ impl Dispatcher {
                 }
             }
             if batch.is_empty() {
-                if !opts.continuous {
+                let opening = pacer.next_opening(now, campaign);
+                // A batch waits out short gaps between paced letters (spacing), not long ones.
+                let soon = opening.is_some_and(|at| at - now <= BATCH_PACING_WAIT_MS);
+                if !opts.continuous && !soon {
                     return Ok(());
                 }
                 if last_recovery.elapsed() > recovery_every {
@@ -414,7 +416,6 @@ impl Dispatcher {
                     last_recovery = Instant::now();
                 }
                 let due = self.queue.next_due(campaign).await?;
-                let opening = pacer.next_opening(now, campaign);
                 let wake = [due, opening].into_iter().flatten().min();
                 let wait = match wake {
                     Some(at) => Duration::from_millis((at - now_millis()).clamp(10, 1000) as u64),
