@@ -26,6 +26,41 @@ fn state_of(s: &str) -> LetterState {
     s.parse().unwrap_or(LetterState::Failed)
 }
 
+/// The statement moving a batch of letters on after their attempts (`?1`: the JSON array built
+/// by `record_attempts`, `?2`: now). Each row is fenced by its lease token and by the states its
+/// next state may be reached from, per `LetterState::sources_sql`; built once.
+fn record_update_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let fences: String = LetterState::ALL
+            .into_iter()
+            .filter(|to| !LetterState::sources(*to).is_empty())
+            .map(|to| {
+                format!(
+                    " WHEN '{}' THEN letters.state IN ({})",
+                    to.as_str(),
+                    LetterState::sources_sql(to)
+                )
+            })
+            .collect();
+        format!(
+            "UPDATE letters
+                SET state = r.state, next_attempt_at = r.next_at, sent_at = r.sent_at,
+                    last_code = r.code, last_enhanced_code = r.enhanced_code,
+                    last_reply = r.reply, updated_at = ?2,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+               FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 6 AS state,
+                            value ->> 8 AS code, value ->> 9 AS enhanced_code,
+                            value ->> 10 AS reply, value ->> '$[11][0]' AS next_at,
+                            value ->> '$[11][1]' AS sent_at
+                       FROM json_each(?1)
+                      WHERE value ->> '$[11][2]') AS r
+              WHERE letters.id = r.id AND letters.lease_token = r.token
+                AND CASE r.state{fences} ELSE 0 END"
+        )
+    })
+}
+
 impl SqliteQueue {
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
         let connect_err = |source| QueueError::Connect {
@@ -207,54 +242,55 @@ impl SqliteQueue {
         if records.is_empty() {
             return Ok(0);
         }
+        // One JSON array for the whole batch: two statements per batch, not two per letter,
+        // and the same two statement texts whatever the batch size (prepared once, cached).
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (next_at, sent_at) = match r.next {
+                    super::NextState::Deferred { retry_at } => (retry_at, None),
+                    super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
+                    _ => (r.finished_at, None),
+                };
+                // As when records were written one by one, only a letter's first record in a
+                // batch may move it (the first clears the lease the others would need).
+                let moves = seen.insert(r.letter_id);
+                (
+                    r.letter_id,
+                    r.lease_token,
+                    r.attempt,
+                    &r.worker,
+                    r.started_at,
+                    r.finished_at,
+                    r.next.state().as_str(),
+                    r.stage.as_deref(),
+                    r.code,
+                    r.enhanced_code.as_deref(),
+                    r.reply.as_deref(),
+                    (next_at, sent_at, moves),
+                )
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).expect("attempt records serialise");
         let mut tx = self.pool.begin().await?;
-        let mut moved = 0;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
-                    duration_ms, outcome, stage, code, enhanced_code, reply)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .bind(r.letter_id)
-            .bind(r.attempt)
-            .bind(&r.worker)
-            .bind(r.started_at)
-            .bind(r.finished_at)
-            .bind(r.finished_at - r.started_at)
-            .bind(r.next.state().as_str())
-            .bind(r.stage.as_deref())
-            .bind(r.code)
-            .bind(r.enhanced_code.as_deref())
-            .bind(r.reply.as_deref())
+        sqlx::query(
+            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
+                duration_ms, outcome, stage, code, enhanced_code, reply)
+             SELECT value ->> 0, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                (value ->> 5) - (value ->> 4), value ->> 6, value ->> 7, value ->> 8,
+                value ->> 9, value ->> 10
+               FROM json_each(?1) ORDER BY key",
+        )
+        .bind(&json)
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query(record_update_sql())
+            .bind(&json)
+            .bind(now)
             .execute(&mut *tx)
-            .await?;
-            let (next_at, sent_at) = match r.next {
-                super::NextState::Deferred { retry_at } => (retry_at, None),
-                super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
-                _ => (r.finished_at, None),
-            };
-            let sql = format!(
-                "UPDATE letters
-                    SET state = ?1, next_attempt_at = ?2, sent_at = ?3, last_code = ?4,
-                        last_enhanced_code = ?5, last_reply = ?6, updated_at = ?7,
-                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                  WHERE id = ?8 AND lease_token = ?9 AND state IN ({})",
-                LetterState::sources_sql(r.next.state())
-            );
-            let done = sqlx::query(&sql)
-                .bind(r.next.state().as_str())
-                .bind(next_at)
-                .bind(sent_at)
-                .bind(r.code)
-                .bind(r.enhanced_code.as_deref())
-                .bind(r.reply.as_deref())
-                .bind(now)
-                .bind(r.letter_id)
-                .bind(r.lease_token)
-                .execute(&mut *tx)
-                .await?;
-            moved += done.rows_affected();
-        }
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(moved)
     }
