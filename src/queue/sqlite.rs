@@ -118,76 +118,114 @@ impl SqliteQueue {
         batch: &[NewSignature],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The batch goes in as two JSON arrays (signatures, then their letters): a handful of
+        // statements per batch rather than one per row.
+        let signatures: Vec<_> = batch
+            .iter()
+            .map(|sig| {
+                let s = &sig.signer;
+                (
+                    &sig.public_id,
+                    &sig.campaign,
+                    s.email.as_str(),
+                    s.email.normalized(),
+                    s.first_name.as_str(),
+                    s.last_name.as_str(),
+                    s.city.as_deref(),
+                    s.postal_code.as_deref(),
+                    s.country.as_deref(),
+                    s.language.as_ref().map(|l| l.as_str()),
+                    s.message.as_deref(),
+                    sig.source.as_str(),
+                )
+            })
+            .collect();
+        let signatures = serde_json::to_string(&signatures).expect("signatures serialise");
         let mut tx = self.writer.begin().await?;
+        // In file order, so of two rows for one signer in a batch the first is the one kept.
+        let created: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
+                last_name, city, postal_code, country, language, message, source, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ?2
+               FROM json_each(?1) WHERE true ORDER BY key
+             ON CONFLICT (campaign, email_normalized) DO NOTHING
+             RETURNING public_id",
+        )
+        .bind(&signatures)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let letters: Vec<_> = batch
+            .iter()
+            .filter(|sig| created.contains(&sig.public_id))
+            .flat_map(|sig| sig.letters.iter().map(move |l| (sig, l)))
+            .map(|(sig, l)| {
+                let letter = &l.letter;
+                (
+                    &sig.public_id,
+                    &sig.campaign,
+                    &letter.target_id,
+                    letter.recipient.as_str(),
+                    &letter.recipient_name,
+                    letter.recipient.domain(),
+                    &letter.from_name,
+                    letter.from_address.as_str(),
+                    letter.reply_to.as_str(),
+                    letter.language.as_str(),
+                    &letter.subject,
+                    &letter.body_text,
+                    (
+                        letter.body_html.as_deref(),
+                        &letter.template_hash,
+                        &l.message_id,
+                    ),
+                )
+            })
+            .collect();
+        // In slices, so the JSON text (and SQLite's parse of it) stays small whatever the batch.
+        for chunk in letters.chunks(128) {
+            let letters = serde_json::to_string(chunk).expect("letters serialise");
+            sqlx::query(
+                "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
+                    recipient_domain, from_name, from_address, reply_to, language, subject,
+                    body_text, body_html, template_hash, message_id, state, attempts,
+                    next_attempt_at, queued_at, created_at, updated_at)
+                 SELECT s.id, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                    j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
+                    j.value ->> 10, j.value ->> 11, j.value ->> '$[12][0]',
+                    j.value ->> '$[12][1]', j.value ->> '$[12][2]', 'queued', 0, ?2, ?2, ?2, ?2
+                   FROM json_each(?1) AS j
+                   JOIN signatures AS s ON s.public_id = j.value ->> 0
+                  ORDER BY j.key",
+            )
+            .bind(&letters)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut out = Vec::with_capacity(batch.len());
         for sig in batch {
-            let s = &sig.signer;
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-                    last_name, city, postal_code, country, language, message, source, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (campaign, email_normalized) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(&sig.public_id)
-            .bind(&sig.campaign)
-            .bind(s.email.as_str())
-            .bind(s.email.normalized())
-            .bind(s.first_name.as_str())
-            .bind(s.last_name.as_str())
-            .bind(s.city.as_deref())
-            .bind(s.postal_code.as_deref())
-            .bind(s.country.as_deref())
-            .bind(s.language.as_ref().map(|l| l.as_str()))
-            .bind(s.message.as_deref())
-            .bind(sig.source.as_str())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(signature_id) = inserted else {
-                let public_id: String = sqlx::query_scalar(
-                    "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
-                )
-                .bind(&sig.campaign)
-                .bind(s.email.normalized())
-                .fetch_one(&mut *tx)
-                .await?;
-                out.push(Recorded::Duplicate { public_id });
+            if created.contains(&sig.public_id) {
+                out.push(Recorded::Created {
+                    public_id: sig.public_id.clone(),
+                    letters: sig.letters.len(),
+                });
                 continue;
-            };
-            for l in &sig.letters {
-                let letter = &l.letter;
-                sqlx::query(
-                    "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
-                        recipient_domain, from_name, from_address, reply_to, language, subject,
-                        body_text, body_html, template_hash, message_id, state, attempts,
-                        next_attempt_at, queued_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                        'queued', 0, ?16, ?16, ?16, ?16)",
-                )
-                .bind(signature_id)
-                .bind(&sig.campaign)
-                .bind(&letter.target_id)
-                .bind(letter.recipient.as_str())
-                .bind(&letter.recipient_name)
-                .bind(letter.recipient.domain())
-                .bind(&letter.from_name)
-                .bind(letter.from_address.as_str())
-                .bind(letter.reply_to.as_str())
-                .bind(letter.language.as_str())
-                .bind(&letter.subject)
-                .bind(&letter.body_text)
-                .bind(letter.body_html.as_deref())
-                .bind(&letter.template_hash)
-                .bind(&l.message_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             }
-            out.push(Recorded::Created {
-                public_id: sig.public_id.clone(),
-                letters: sig.letters.len(),
-            });
+            let public_id: String = sqlx::query_scalar(
+                "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
+            )
+            .bind(&sig.campaign)
+            .bind(sig.signer.email.normalized())
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(Recorded::Duplicate { public_id });
         }
         tx.commit().await?;
         Ok(out)
