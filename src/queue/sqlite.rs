@@ -37,8 +37,8 @@ fn state_of(s: &str) -> LetterState {
 }
 
 /// The statement moving a batch of letters on after their attempts (`?1`: the JSON array built
-/// by `record_attempts`, `?2`: now). Each row is fenced by its lease token and by the states its
-/// next state may be reached from, per `LetterState::sources_sql`; built once.
+/// by `record_attempts`, `?2`: now, `?3`: the round). Each row is fenced by its lease token and
+/// by the states its next state may be reached from, per `LetterState::sources_sql`; built once.
 fn record_update_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -64,7 +64,7 @@ fn record_update_sql() -> &'static str {
                             value ->> 10 AS reply, value ->> '$[11][0]' AS next_at,
                             value ->> '$[11][1]' AS sent_at
                        FROM json_each(?1)
-                      WHERE value ->> '$[11][2]') AS r
+                      WHERE value ->> '$[11][2]' = ?3) AS r
               WHERE letters.id = r.id AND letters.lease_token = r.token
                 AND CASE r.state{fences} ELSE 0 END"
         )
@@ -304,7 +304,12 @@ impl SqliteQueue {
         }
         // One JSON array for the whole batch: two statements per batch, not two per letter,
         // and the same two statement texts whatever the batch size (prepared once, cached).
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        // A letter's records apply in batch order, as when they were written one by one: its
+        // nth record in the batch goes in round n (there is only one round unless a batch holds
+        // two records for one letter).
+        let mut seen: std::collections::HashMap<i64, u32> =
+            std::collections::HashMap::with_capacity(records.len());
+        let mut rounds = 0;
         let rows: Vec<_> = records
             .iter()
             .map(|r| {
@@ -313,9 +318,10 @@ impl SqliteQueue {
                     super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
                     _ => (r.finished_at, None),
                 };
-                // As when records were written one by one, only a letter's first record in a
-                // batch may move it (the first clears the lease the others would need).
-                let moves = seen.insert(r.letter_id);
+                let round = seen.entry(r.letter_id).or_insert(0);
+                let this_round = *round;
+                *round += 1;
+                rounds = rounds.max(*round);
                 (
                     r.letter_id,
                     r.lease_token,
@@ -328,7 +334,7 @@ impl SqliteQueue {
                     r.code,
                     r.enhanced_code.as_deref(),
                     r.reply.as_deref(),
-                    (next_at, sent_at, moves),
+                    (next_at, sent_at, this_round),
                 )
             })
             .collect();
@@ -345,12 +351,16 @@ impl SqliteQueue {
         .bind(&json)
         .execute(&mut *tx)
         .await?;
-        let moved = sqlx::query(record_update_sql())
-            .bind(&json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut moved = 0;
+        for round in 0..rounds {
+            moved += sqlx::query(record_update_sql())
+                .bind(&json)
+                .bind(now)
+                .bind(round)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
         Ok(moved)
     }
