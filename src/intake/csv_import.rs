@@ -1,7 +1,8 @@
 //! `missive import`: signers from a CSV file (UTF-8, header row, BOM and CRLF tolerated, quoted
 //! multi-line fields). The file is read twice, streaming: first every row is checked and every
 //! bad row reported with its line, and only if all are good (or `skip_invalid`) is it read again
-//! and recorded in batches. Memory stays flat whatever the file's size.
+//! and recorded in batches, each written while the next is rendered. Memory stays flat whatever
+//! the file's size.
 
 use super::prepare;
 use crate::domain::{NewSigner, Signer};
@@ -10,7 +11,7 @@ use crate::queue::{now_millis, Queue, QueueError, Recorded, Source};
 use std::path::{Path, PathBuf};
 
 /// Signatures recorded per transaction.
-const BATCH: usize = 500;
+const BATCH: usize = 250;
 
 /// How to import.
 #[derive(Debug, Clone, Default)]
@@ -277,28 +278,60 @@ pub async fn import_csv(
             report: Box::new(report),
         });
     }
-    // Pass 2: render and record the good rows in batches, streaming.
+    // Pass 2: render and record the good rows in batches, streaming. A batch is written while
+    // the next one is rendered (two cores busy, not one), and at most one write is in flight.
     let today = chrono::Local::now().date_naive();
     let (rows, _) = Rows::open(path)?;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut writing: Option<tokio::task::JoinHandle<Result<Vec<Recorded>, QueueError>>> = None;
     let mut rows = rows.peekable();
     while let Some((_, parsed)) = rows.next() {
         if let Ok(signer) = parsed {
-            batch.push(prepare(campaign, signer, Source::Csv, today)?);
-        }
-        if batch.len() == BATCH || (rows.peek().is_none() && !batch.is_empty()) {
-            for r in queue.record_signatures(&batch, now_millis()).await? {
-                match r {
-                    Recorded::Created { letters, .. } => {
-                        report.imported += 1;
-                        report.letters += letters as u64;
-                    }
-                    Recorded::Duplicate { .. } => report.duplicates += 1,
+            match prepare(campaign, signer, Source::Csv, today) {
+                Ok(sig) => batch.push(sig),
+                Err(e) => {
+                    // What was rendered before the bad row is recorded, as it always was.
+                    finish_write(writing.take(), &mut report, &mut progress).await?;
+                    return Err(e.into());
                 }
             }
-            batch.clear();
-            progress(&report);
+        }
+        if batch.len() == BATCH || (rows.peek().is_none() && !batch.is_empty()) {
+            finish_write(writing.take(), &mut report, &mut progress).await?;
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let queue = queue.clone();
+            writing = Some(tokio::spawn(async move {
+                queue.record_signatures(&full, now_millis()).await
+            }));
         }
     }
+    finish_write(writing, &mut report, &mut progress).await?;
     Ok(report)
+}
+
+/// Waits for a batch's write (if any) and counts what it recorded.
+async fn finish_write(
+    writing: Option<tokio::task::JoinHandle<Result<Vec<Recorded>, QueueError>>>,
+    report: &mut ImportReport,
+    progress: &mut impl FnMut(&ImportReport),
+) -> Result<(), ImportError> {
+    let Some(handle) = writing else {
+        return Ok(());
+    };
+    let recorded = match handle.await {
+        Ok(recorded) => recorded?,
+        // The write panicked: let the panic go on, as it would have without the task.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    for r in recorded {
+        match r {
+            Recorded::Created { letters, .. } => {
+                report.imported += 1;
+                report.letters += letters as u64;
+            }
+            Recorded::Duplicate { .. } => report.duplicates += 1,
+        }
+    }
+    progress(report);
+    Ok(())
 }

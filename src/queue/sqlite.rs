@@ -1,6 +1,9 @@
 //! The queue on SQLite: one file, WAL journal, a busy timeout so concurrent writers wait their
-//! turn. Every write transaction begins with a write, so it takes the write lock at once and
-//! never fails half-way on a stale read snapshot.
+//! turn. The sending path and imports write through one dedicated connection (`writer`); reads,
+//! reports and organiser commands use the pool. Every write transaction begins with a write, so
+//! it takes the write lock at once and never fails half-way on a stale read snapshot. Batches
+//! travel as one JSON array bound to a single parameter and read with `json_each`, so a
+//! statement's text never depends on the batch size.
 
 use super::{
     AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature, QueueError,
@@ -19,11 +22,53 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub(super) struct SqliteQueue {
     pool: SqlitePool,
+    /// One connection for the sending path's writes (claims, marks, results, leases) and
+    /// imports. SQLite admits one writer at a time anyway: here they queue in order instead of
+    /// sleeping in SQLite's busy handler, and a connection that does all the writing keeps its
+    /// page cache from one transaction to the next (another connection's commit would make it
+    /// drop the whole cache), so a claimed letter's pages are still cached when it is marked and
+    /// recorded.
+    writer: SqlitePool,
 }
 
 fn state_of(s: &str) -> LetterState {
     // The CHECK constraint admits only known names.
     s.parse().unwrap_or(LetterState::Failed)
+}
+
+/// The statement moving a batch of letters on after their attempts (`?1`: the JSON array built
+/// by `record_attempts`, `?2`: now, `?3`: the round). Each row is fenced by its lease token and
+/// by the states its next state may be reached from, per `LetterState::sources_sql`; built once.
+fn record_update_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let fences: String = LetterState::ALL
+            .into_iter()
+            .filter(|to| !LetterState::sources(*to).is_empty())
+            .map(|to| {
+                format!(
+                    " WHEN '{}' THEN letters.state IN ({})",
+                    to.as_str(),
+                    LetterState::sources_sql(to)
+                )
+            })
+            .collect();
+        format!(
+            "UPDATE letters
+                SET state = r.state, next_attempt_at = r.next_at, sent_at = r.sent_at,
+                    last_code = r.code, last_enhanced_code = r.enhanced_code,
+                    last_reply = r.reply, updated_at = ?2,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+               FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 6 AS state,
+                            value ->> 8 AS code, value ->> 9 AS enhanced_code,
+                            value ->> 10 AS reply, value ->> '$[11][0]' AS next_at,
+                            value ->> '$[11][1]' AS sent_at
+                       FROM json_each(?1)
+                      WHERE value ->> '$[11][2]' = ?3) AS r
+              WHERE letters.id = r.id AND letters.lease_token = r.token
+                AND CASE r.state{fences} ELSE 0 END"
+        )
+    })
 }
 
 impl SqliteQueue {
@@ -42,17 +87,29 @@ impl SqliteQueue {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            // 4 MB of page cache per connection: the sending path reads each letter's pages
+            // once and writes them three times within seconds; a larger cache measured no
+            // faster, and every connection holds its own.
+            .pragma("cache_size", "-4000")
+            // Checkpoint every ~40 MB of WAL rather than 4 MB: a letter's pages are rewritten
+            // at claim, mark and record, and a checkpoint copies only the latest version.
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(connect_err)?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteQueue { pool })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(SqliteQueue { pool, writer })
     }
 
     pub(super) async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -61,76 +118,114 @@ impl SqliteQueue {
         batch: &[NewSignature],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
-        let mut tx = self.pool.begin().await?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The batch goes in as two JSON arrays (signatures, then their letters): a handful of
+        // statements per batch rather than one per row.
+        let signatures: Vec<_> = batch
+            .iter()
+            .map(|sig| {
+                let s = &sig.signer;
+                (
+                    &sig.public_id,
+                    &sig.campaign,
+                    s.email.as_str(),
+                    s.email.normalized(),
+                    s.first_name.as_str(),
+                    s.last_name.as_str(),
+                    s.city.as_deref(),
+                    s.postal_code.as_deref(),
+                    s.country.as_deref(),
+                    s.language.as_ref().map(|l| l.as_str()),
+                    s.message.as_deref(),
+                    sig.source.as_str(),
+                )
+            })
+            .collect();
+        let signatures = serde_json::to_string(&signatures).expect("signatures serialise");
+        let mut tx = self.writer.begin().await?;
+        // In file order, so of two rows for one signer in a batch the first is the one kept.
+        let created: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
+                last_name, city, postal_code, country, language, message, source, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ?2
+               FROM json_each(?1) WHERE true ORDER BY key
+             ON CONFLICT (campaign, email_normalized) DO NOTHING
+             RETURNING public_id",
+        )
+        .bind(&signatures)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let letters: Vec<_> = batch
+            .iter()
+            .filter(|sig| created.contains(&sig.public_id))
+            .flat_map(|sig| sig.letters.iter().map(move |l| (sig, l)))
+            .map(|(sig, l)| {
+                let letter = &l.letter;
+                (
+                    &sig.public_id,
+                    &sig.campaign,
+                    &letter.target_id,
+                    letter.recipient.as_str(),
+                    &letter.recipient_name,
+                    letter.recipient.domain(),
+                    &letter.from_name,
+                    letter.from_address.as_str(),
+                    letter.reply_to.as_str(),
+                    letter.language.as_str(),
+                    &letter.subject,
+                    &letter.body_text,
+                    (
+                        letter.body_html.as_deref(),
+                        &letter.template_hash,
+                        &l.message_id,
+                    ),
+                )
+            })
+            .collect();
+        // In slices, so the JSON text (and SQLite's parse of it) stays small whatever the batch.
+        for chunk in letters.chunks(128) {
+            let letters = serde_json::to_string(chunk).expect("letters serialise");
+            sqlx::query(
+                "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
+                    recipient_domain, from_name, from_address, reply_to, language, subject,
+                    body_text, body_html, template_hash, message_id, state, attempts,
+                    next_attempt_at, queued_at, created_at, updated_at)
+                 SELECT s.id, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                    j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
+                    j.value ->> 10, j.value ->> 11, j.value ->> '$[12][0]',
+                    j.value ->> '$[12][1]', j.value ->> '$[12][2]', 'queued', 0, ?2, ?2, ?2, ?2
+                   FROM json_each(?1) AS j
+                   JOIN signatures AS s ON s.public_id = j.value ->> 0
+                  ORDER BY j.key",
+            )
+            .bind(&letters)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut out = Vec::with_capacity(batch.len());
         for sig in batch {
-            let s = &sig.signer;
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-                    last_name, city, postal_code, country, language, message, source, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (campaign, email_normalized) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(&sig.public_id)
-            .bind(&sig.campaign)
-            .bind(s.email.as_str())
-            .bind(s.email.normalized())
-            .bind(s.first_name.as_str())
-            .bind(s.last_name.as_str())
-            .bind(s.city.as_deref())
-            .bind(s.postal_code.as_deref())
-            .bind(s.country.as_deref())
-            .bind(s.language.as_ref().map(|l| l.as_str()))
-            .bind(s.message.as_deref())
-            .bind(sig.source.as_str())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(signature_id) = inserted else {
-                let public_id: String = sqlx::query_scalar(
-                    "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
-                )
-                .bind(&sig.campaign)
-                .bind(s.email.normalized())
-                .fetch_one(&mut *tx)
-                .await?;
-                out.push(Recorded::Duplicate { public_id });
+            if created.contains(&sig.public_id) {
+                out.push(Recorded::Created {
+                    public_id: sig.public_id.clone(),
+                    letters: sig.letters.len(),
+                });
                 continue;
-            };
-            for l in &sig.letters {
-                let letter = &l.letter;
-                sqlx::query(
-                    "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
-                        recipient_domain, from_name, from_address, reply_to, language, subject,
-                        body_text, body_html, template_hash, message_id, state, attempts,
-                        next_attempt_at, queued_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                        'queued', 0, ?16, ?16, ?16, ?16)",
-                )
-                .bind(signature_id)
-                .bind(&sig.campaign)
-                .bind(&letter.target_id)
-                .bind(letter.recipient.as_str())
-                .bind(&letter.recipient_name)
-                .bind(letter.recipient.domain())
-                .bind(&letter.from_name)
-                .bind(letter.from_address.as_str())
-                .bind(letter.reply_to.as_str())
-                .bind(letter.language.as_str())
-                .bind(&letter.subject)
-                .bind(&letter.body_text)
-                .bind(letter.body_html.as_deref())
-                .bind(&letter.template_hash)
-                .bind(&l.message_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             }
-            out.push(Recorded::Created {
-                public_id: sig.public_id.clone(),
-                letters: sig.letters.len(),
-            });
+            let public_id: String = sqlx::query_scalar(
+                "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
+            )
+            .bind(&sig.campaign)
+            .bind(sig.signer.email.normalized())
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(Recorded::Duplicate { public_id });
         }
         tx.commit().await?;
         Ok(out)
@@ -170,7 +265,7 @@ impl SqliteQueue {
             req.exclude_campaigns
                 .map(|c| serde_json::to_string(c).expect("campaign names serialise")),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -217,53 +312,64 @@ impl SqliteQueue {
         if records.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        // One JSON array for the whole batch: two statements per batch, not two per letter,
+        // and the same two statement texts whatever the batch size (prepared once, cached).
+        // A letter's records apply in batch order, as when they were written one by one: its
+        // nth record in the batch goes in round n (there is only one round unless a batch holds
+        // two records for one letter).
+        let mut seen: std::collections::HashMap<i64, u32> =
+            std::collections::HashMap::with_capacity(records.len());
+        let mut rounds = 0;
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (next_at, sent_at) = match r.next {
+                    super::NextState::Deferred { retry_at } => (retry_at, None),
+                    super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
+                    _ => (r.finished_at, None),
+                };
+                let round = seen.entry(r.letter_id).or_insert(0);
+                let this_round = *round;
+                *round += 1;
+                rounds = rounds.max(*round);
+                (
+                    r.letter_id,
+                    r.lease_token,
+                    r.attempt,
+                    &r.worker,
+                    r.started_at,
+                    r.finished_at,
+                    r.next.state().as_str(),
+                    r.stage.as_deref(),
+                    r.code,
+                    r.enhanced_code.as_deref(),
+                    r.reply.as_deref(),
+                    (next_at, sent_at, this_round),
+                )
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).expect("attempt records serialise");
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
+                duration_ms, outcome, stage, code, enhanced_code, reply)
+             SELECT value ->> 0, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                (value ->> 5) - (value ->> 4), value ->> 6, value ->> 7, value ->> 8,
+                value ->> 9, value ->> 10
+               FROM json_each(?1) ORDER BY key",
+        )
+        .bind(&json)
+        .execute(&mut *tx)
+        .await?;
         let mut moved = 0;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
-                    duration_ms, outcome, stage, code, enhanced_code, reply)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .bind(r.letter_id)
-            .bind(r.attempt)
-            .bind(&r.worker)
-            .bind(r.started_at)
-            .bind(r.finished_at)
-            .bind(r.finished_at - r.started_at)
-            .bind(r.next.state().as_str())
-            .bind(r.stage.as_deref())
-            .bind(r.code)
-            .bind(r.enhanced_code.as_deref())
-            .bind(r.reply.as_deref())
-            .execute(&mut *tx)
-            .await?;
-            let (next_at, sent_at) = match r.next {
-                super::NextState::Deferred { retry_at } => (retry_at, None),
-                super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
-                _ => (r.finished_at, None),
-            };
-            let sql = format!(
-                "UPDATE letters
-                    SET state = ?1, next_attempt_at = ?2, sent_at = ?3, last_code = ?4,
-                        last_enhanced_code = ?5, last_reply = ?6, updated_at = ?7,
-                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                  WHERE id = ?8 AND lease_token = ?9 AND state IN ({})",
-                LetterState::sources_sql(r.next.state())
-            );
-            let done = sqlx::query(&sql)
-                .bind(r.next.state().as_str())
-                .bind(next_at)
-                .bind(sent_at)
-                .bind(r.code)
-                .bind(r.enhanced_code.as_deref())
-                .bind(r.reply.as_deref())
+        for round in 0..rounds {
+            moved += sqlx::query(record_update_sql())
+                .bind(&json)
                 .bind(now)
-                .bind(r.letter_id)
-                .bind(r.lease_token)
+                .bind(round)
                 .execute(&mut *tx)
-                .await?;
-            moved += done.rows_affected();
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(moved)
@@ -273,7 +379,7 @@ impl SqliteQueue {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for (id, token) in ids {
             n += sqlx::query(
@@ -297,7 +403,7 @@ impl SqliteQueue {
     pub(super) async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
         const LOST: &str = "the worker sending this letter stopped after the data may have been \
                             transmitted, before the server's reply was recorded (lease expired)";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // Claimed but DATA never accepted: the server holds no complete message. Queue again,
         // uncounting the attempt that never happened.
         let requeued = sqlx::query(
@@ -358,7 +464,7 @@ impl SqliteQueue {
         .bind(now)
         .bind(token)
         .bind(list)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?)
     }
 
@@ -369,7 +475,7 @@ impl SqliteQueue {
         )
         .bind(until)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }

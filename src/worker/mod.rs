@@ -557,7 +557,12 @@ async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationTo
     }
 }
 
-/// Writes results in batches: whatever has arrived, up to 512 at a time, in one transaction.
+/// How long the recorder waits for more results before writing what it has.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
+
+/// Writes results in batches, up to 512 at a time, in one transaction. Results are not urgent
+/// (the letter is already in `sending`) but claims and marks are, and they share the database's
+/// one writer: so the recorder lingers briefly after the first result to write many at once.
 async fn record_results(
     queue: Queue,
     mut rx: mpsc::Receiver<AttemptRecord>,
@@ -565,6 +570,14 @@ async fn record_results(
 ) -> Result<(), WorkerError> {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
+        let deadline = tokio::time::Instant::now() + RECORD_LINGER;
+        while batch.len() < 512 {
+            let room = 512 - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         queue.record_attempts(&batch, now_millis()).await?;
         for r in &batch {
             counters.count(r.next);

@@ -143,3 +143,72 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would() {
+    // Arrange: three letters claimed under token 1; the first one's DATA was accepted.
+    let app = spawn_app().await;
+    app.sign(&signer("Ana", "Example", "ana@example.net"))
+        .await
+        .unwrap();
+    let q = &app.app.queue;
+    let now = missive::queue::now_millis();
+    let claimed = q
+        .claim(&ClaimRequest {
+            owner: "batch",
+            token: 1,
+            now,
+            lease_ms: 30_000,
+            limit: 10,
+            campaign: None,
+            target: None,
+            exclude_campaigns: None,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|l| l.id).collect();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert_eq!(q.mark_sending(1, &[a], now).await.unwrap(), vec![a]);
+    let record = |letter_id: i64, lease_token: i64, next: NextState| AttemptRecord {
+        letter_id,
+        lease_token,
+        attempt: 1,
+        worker: "batch".into(),
+        started_at: now,
+        finished_at: now,
+        next,
+        stage: None,
+        code: None,
+        enhanced_code: None,
+        reply: None,
+    };
+
+    // Act: a stale token, then the right one, for a; a move b's state forbids, then one it
+    // allows; a move c's state forbids.
+    let moved = q
+        .record_attempts(
+            &[
+                record(a, 2, NextState::Failed),
+                record(b, 1, NextState::InDoubt),
+                record(a, 1, NextState::Sent),
+                record(b, 1, NextState::Failed),
+                record(c, 1, NextState::Sent),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+
+    // Assert
+    let after = states(&app).await;
+    assert_eq!(moved, 2);
+    assert_eq!(after[&a], LetterState::Sent);
+    assert_eq!(after[&b], LetterState::Failed);
+    assert_eq!(after[&c], LetterState::Claimed);
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 5, "one attempt row per record, moved or not");
+}
