@@ -275,7 +275,7 @@ impl Dispatcher {
         drop(results_tx);
         drop(marks_tx);
 
-// The relay's exact rate is the senders' limiter; the scheduler paces targets and domains.
+        // The relay's exact rate is the senders' limiter; the scheduler paces targets and domains.
         let limits = self.pacing_limits.without_relay();
         let mut pacer = Pacer::build(&self.registry, limits, &self.queue, now_millis()).await?;
         let claim_result = self
@@ -341,12 +341,15 @@ impl Dispatcher {
             if remaining == Some(0) {
                 return Ok(());
             }
-            // Claim no more than there is room for, so leases are not spent waiting.
+            // Claim no more than there is room for, so leases are not spent waiting, and only
+            // once half the room is free, so each claim takes many letters (the database has
+            // one writer, shared with the marks and the results).
             let room = tx.capacity() as u64;
-            if room == 0 {
+            let low_water = (tx.max_capacity() / 2).max(1);
+            if (room as usize) < low_water {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
-                    permit = tx.reserve() => { drop(permit); continue; }
+                    permits = tx.reserve_many(low_water) => { drop(permits); continue; }
                 }
             }
             let want = room
