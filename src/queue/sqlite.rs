@@ -118,6 +118,17 @@ impl SqliteQueue {
         batch: &[NewSignature],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
+        self.record_batch(batch, &[], now).await
+    }
+
+    /// Records signatures with their letters in one transaction; `details[i]` (consent, where
+    /// the signer came from) goes with `batch[i]` when given, else the defaults (no consent).
+    pub(super) async fn record_batch(
+        &self,
+        batch: &[NewSignature],
+        details: &[crate::queue::IntakeDetails],
+        now: Millis,
+    ) -> Result<Vec<Recorded>, QueueError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -125,8 +136,10 @@ impl SqliteQueue {
         // statements per batch rather than one per row.
         let signatures: Vec<_> = batch
             .iter()
-            .map(|sig| {
+            .enumerate()
+            .map(|(i, sig)| {
                 let s = &sig.signer;
+                let d = details.get(i);
                 (
                     &sig.public_id,
                     &sig.campaign,
@@ -140,6 +153,8 @@ impl SqliteQueue {
                     s.language.as_ref().map(|l| l.as_str()),
                     s.message.as_deref(),
                     sig.source.as_str(),
+                    d.is_some_and(|d| d.consent_contact),
+                    d.and_then(|d| d.referrer.as_deref()),
                 )
             })
             .collect();
@@ -148,9 +163,11 @@ impl SqliteQueue {
         // In file order, so of two rows for one signer in a batch the first is the one kept.
         let created: std::collections::HashSet<String> = sqlx::query_scalar(
             "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-                last_name, city, postal_code, country, language, message, source, created_at)
+                last_name, city, postal_code, country, language, message, source, created_at,
+                consent_contact, referrer)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ?2
+                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ?2,
+                value ->> 12, value ->> 13
                FROM json_each(?1) WHERE true ORDER BY key
              ON CONFLICT (campaign, email_normalized) DO NOTHING
              RETURNING public_id",

@@ -94,13 +94,15 @@ impl Queue {
     /// Records many signatures with their letters and details in ONE transaction (group
     /// commit: concurrent web requests share a commit). Each signature is still all-or-nothing
     /// with its letters; duplicates are reported per signature, in order.
+    /// `details[i]` goes with `batch[i]`.
     pub async fn record_signatures_with_details(
         &self,
-        batch: &[(NewSignature, IntakeDetails)],
+        batch: &[NewSignature],
+        details: &[IntakeDetails],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
         match &self.backend {
-            Backend::Sqlite(q) => q.record_signatures_with_details(batch, now).await,
+            Backend::Sqlite(q) => q.record_signatures_with_details(batch, details, now).await,
         }
     }
 

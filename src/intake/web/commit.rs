@@ -45,7 +45,7 @@ impl GroupCommit {
         let Some(tx) = &self.tx else {
             let mut out = self
                 .queue
-                .record_signatures_with_details(&[(sig, details)], now)
+                .record_signatures_with_details(&[sig], &[details], now)
                 .await?;
             return Ok(out.pop().expect("one signature in, one result out"));
         };
@@ -64,13 +64,15 @@ async fn write_batches(queue: Queue, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut batch = Vec::with_capacity(jobs.len());
+        let mut details = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
-        for (sig, details, reply) in jobs.drain(..) {
-            batch.push((sig, details));
+        for (sig, detail, reply) in jobs.drain(..) {
+            batch.push(sig);
+            details.push(detail);
             replies.push(reply);
         }
         match queue
-            .record_signatures_with_details(&batch, crate::queue::now_millis())
+            .record_signatures_with_details(&batch, &details, crate::queue::now_millis())
             .await
         {
             Ok(results) => {

@@ -123,28 +123,11 @@ async fn insert_confirmation(
 impl SqliteQueue {
     pub(in crate::queue) async fn record_signatures_with_details(
         &self,
-        batch: &[(NewSignature, IntakeDetails)],
+        batch: &[NewSignature],
+        details: &[IntakeDetails],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (sig, details) in batch {
-            let Some(id) = insert_signature(&mut tx, sig, details, None, now).await? else {
-                out.push(Recorded::Duplicate {
-                    public_id: existing_public_id(&mut tx, sig).await?,
-                });
-                continue;
-            };
-            for l in &sig.letters {
-                insert_letter(&mut tx, id, &sig.campaign, l, "letter", 0, now).await?;
-            }
-            out.push(Recorded::Created {
-                public_id: sig.public_id.clone(),
-                letters: sig.letters.len(),
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.record_batch(batch, details, now).await
     }
 
     pub(in crate::queue) async fn record_awaiting(
@@ -376,19 +359,6 @@ impl SqliteQueue {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
-}
-
-async fn existing_public_id(
-    tx: &mut Transaction<'_, Sqlite>,
-    sig: &NewSignature,
-) -> Result<String, QueueError> {
-    Ok(sqlx::query_scalar(
-        "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
-    )
-    .bind(&sig.campaign)
-    .bind(sig.signer.email.normalized())
-    .fetch_one(&mut **tx)
-    .await?)
 }
 
 fn stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredResponse, QueueError> {
