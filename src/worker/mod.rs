@@ -200,7 +200,8 @@ impl Dispatcher {
         now: i64,
         until: i64,
     ) -> Result<Vec<crate::pacing::TargetPlan>, WorkerError> {
-        let mut pacer = Pacer::build(&self.registry, self.pacing_limits, &self.queue, now).await?;
+        let mut pacer =
+            Pacer::build(&self.registry, self.pacing_limits, &self.queue, now, false).await?;
         let waiting = self.queue.waiting_per_target(campaign).await?;
         let mut plans = pacer.plan(&waiting, now, until);
         plans.retain(|p| campaign.is_none_or(|c| c == p.campaign));
@@ -277,7 +278,14 @@ impl Dispatcher {
 
         // The relay's exact rate is the senders' limiter; the scheduler paces targets and domains.
         let limits = self.pacing_limits.without_relay();
-        let mut pacer = Pacer::build(&self.registry, limits, &self.queue, now_millis()).await?;
+        let mut pacer = Pacer::build(
+            &self.registry,
+            limits,
+            &self.queue,
+            now_millis(),
+            !opts.continuous,
+        )
+        .await?;
         let claim_result = self
             .claim_loop(opts, token, &mut pacer, &letters_tx, &stop)
             .await;

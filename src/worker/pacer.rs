@@ -21,6 +21,8 @@ pub(super) struct Pacer {
     paced_campaigns: Vec<String>,
     /// Targets found with nothing due, and until when to leave them be.
     idle_until: HashMap<TargetKey, Millis>,
+    /// A one-off batch: a target found with nothing due is left alone for the rest of it.
+    one_off: bool,
 }
 
 fn at(ms: Millis) -> DateTime<Utc> {
@@ -29,11 +31,13 @@ fn at(ms: Millis) -> DateTime<Utc> {
 
 impl Pacer {
     /// A pacer over every campaign that paces its letters, restored from the queue.
+    /// `one_off`: for a batch that ends when nothing more can go (`missive send`).
     pub(super) async fn build(
         registry: &Registry,
         limits: GlobalLimits,
         queue: &Queue,
         now: Millis,
+        one_off: bool,
     ) -> Result<Pacer, QueueError> {
         let mut scheduler = Scheduler::new(limits);
         let mut paced = Vec::new();
@@ -52,6 +56,7 @@ impl Pacer {
             paced,
             paced_campaigns,
             idle_until: HashMap::new(),
+            one_off,
         };
         pacer.refresh_pauses(queue).await?;
         Ok(pacer)
@@ -107,7 +112,12 @@ impl Pacer {
 
     /// `key` had nothing due at `now`.
     pub(super) fn idle(&mut self, key: TargetKey, now: Millis) {
-        self.idle_until.insert(key, now + IDLE_MS);
+        let until = if self.one_off {
+            Millis::MAX
+        } else {
+            now + IDLE_MS
+        };
+        self.idle_until.insert(key, until);
     }
 
     /// When the next paced letter could go, if any target may ever send again.

@@ -217,3 +217,19 @@ async fn a_receiving_domain_gets_no_more_than_its_cap_across_all_targets() {
     // Every target is on example.org: three letters in the hour, whichever targets they go to.
     assert_eq!(summary.sent, 3);
 }
+
+#[tokio::test]
+async fn a_paced_batch_ends_once_every_letter_has_gone() {
+    let app = with_pacing(&ALWAYS_OPEN.replace("per_hour = 2", "per_hour = 3600")).await;
+    for i in 0..3 {
+        app.sign(&signer("Ana", "Example", &format!("ana{i}@example.net")))
+            .await
+            .unwrap();
+    }
+
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(30), app.send_all())
+        .await
+        .expect("the batch ends instead of waiting for letters that will never come");
+
+    assert_eq!(summary.sent, 12);
+}
