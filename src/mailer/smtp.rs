@@ -200,10 +200,14 @@ impl SmtpSession {
         } else {
             Box::new(tcp)
         };
+        // The greeting is read here, then replayed to lettre, so a refusal is known to come from
+        // the greeting and a failure after it from EHLO.
         *stage = Stage::Greeting;
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &ep.hello)
+        let stream = Replay::after_greeting(stream).await?;
+        *stage = Stage::Ehlo;
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ep.hello)
             .await
-            .map_err(|e| classify(Stage::Greeting, &e))?;
+            .map_err(|e| classify(Stage::Ehlo, &e))?;
         match ep.tls {
             TlsMode::StartTlsRequired | TlsMode::StartTlsOpportunistic if conn.can_starttls() => {
                 *stage = Stage::Tls;
@@ -429,6 +433,122 @@ where
     }
     *stage = Stage::EndOfData;
     Ok(conn.message(message).await?)
+}
+
+/// A stream whose first bytes (the server's greeting, already read and checked) are read again
+/// before the rest.
+struct Replay {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: Box<dyn AsyncTokioStream>,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replay")
+    }
+}
+
+impl Replay {
+    /// Reads the greeting (one or more `220` lines); a negative or malformed one is a `Delivery`
+    /// at the greeting stage.
+    async fn after_greeting(mut inner: Box<dyn AsyncTokioStream>) -> Result<Replay, Delivery> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 512];
+        loop {
+            // A complete reply: its last line is `NNN text` (a space, not `-`, after the code).
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(last) = text
+                .strip_suffix("\r\n")
+                .or_else(|| text.strip_suffix('\n'))
+            {
+                let line = last.rsplit('\n').next().unwrap_or_default();
+                let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return match code {
+                        Some(200..=299) => Ok(Replay {
+                            prefix: buf,
+                            pos: 0,
+                            inner,
+                        }),
+                        Some(code) => {
+                            let text: Vec<&str> = last
+                                .lines()
+                                .map(|l| l.get(4..).unwrap_or_default())
+                                .collect();
+                            Err(Delivery::from_reply(
+                                Stage::Greeting,
+                                code,
+                                &text.join("\n"),
+                            ))
+                        }
+                        None => Err(Delivery::no_reply(
+                            Stage::Greeting,
+                            format!("malformed greeting: {}", line.escape_debug()),
+                        )),
+                    };
+                }
+            }
+            if buf.len() > 8192 {
+                return Err(Delivery::no_reply(
+                    Stage::Greeting,
+                    "greeting longer than 8 KiB",
+                ));
+            }
+            let n = inner.read(&mut chunk).await.map_err(|e| {
+                Delivery::no_reply(Stage::Greeting, format!("reading the greeting: {e}"))
+            })?;
+            if n == 0 {
+                return Err(Delivery::no_reply(
+                    Stage::Greeting,
+                    "the server closed the connection before greeting",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Replay {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr()
+    }
 }
 
 /// A TLS stream for `smtps://`, over the socket Missive opened (so `TCP_NODELAY` holds).

@@ -132,6 +132,29 @@ async fn a_421_at_the_greeting_defers() {
 }
 
 #[tokio::test]
+async fn a_refusal_of_ehlo_is_recorded_at_ehlo_not_at_the_greeting() {
+    let c = case(
+        at(Stage::Ehlo, reply(554, "5.7.1 Client host rejected")),
+        &[],
+    )
+    .await;
+    c.assert_failed("ehlo", 554, "Client host rejected").await;
+}
+
+#[tokio::test]
+async fn a_multi_line_greeting_is_accepted() {
+    let c = case(
+        at(
+            Stage::Greeting,
+            reply(220, "missive-test ESMTP\nready for letters"),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(c.letter().await.0, "sent");
+}
+
+#[tokio::test]
 async fn a_421_mid_session_defers_and_the_next_letter_reconnects() {
     let c = case(
         |e: &Event| match e.stage {
