@@ -210,12 +210,11 @@ impl SqliteQueue {
             let letters = serde_json::to_string(chunk).expect("letters serialise");
             sqlx::query(
                 "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
-                    recipient_domain, from_name, from_address, reply_to, language, subject,
-                    body_text, body_html, template_hash, message_id, state, attempts,
+                    recipient_domain, from_name, from_address, reply_to, language,
+                    template_hash, message_id, state, attempts,
                     next_attempt_at, queued_at, created_at, updated_at)
                  SELECT s.id, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
                     j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
-                    j.value ->> 10, j.value ->> 11, j.value ->> '$[12][0]',
                     j.value ->> '$[12][1]', j.value ->> '$[12][2]', 'queued', 0, ?2, ?2, ?2, ?2
                    FROM json_each(?1) AS j
                    JOIN signatures AS s ON s.public_id = j.value ->> 0
@@ -223,6 +222,15 @@ impl SqliteQueue {
             )
             .bind(&letters)
             .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html)
+                 SELECT l.id, j.value ->> 10, j.value ->> 11, j.value ->> '$[12][0]'
+                   FROM json_each(?1) AS j
+                   JOIN letters AS l ON l.message_id = j.value ->> '$[12][2]'",
+            )
+            .bind(&letters)
             .execute(&mut *tx)
             .await?;
         }
@@ -268,8 +276,8 @@ impl SqliteQueue {
                      ORDER BY priority DESC, next_attempt_at, id
                      LIMIT ?6)
              RETURNING id, campaign, target_id, recipient, recipient_name, from_name,
-                    from_address, reply_to, language, subject, body_text, body_html,
-                    template_hash, message_id, attempts, queued_at",
+                    from_address, reply_to, language, template_hash, message_id, attempts,
+                    queued_at",
         )
         .bind(req.owner)
         .bind(req.token)
@@ -284,8 +292,30 @@ impl SqliteQueue {
         )
         .fetch_all(&self.writer)
         .await?;
+        // The texts, read (not rewritten) beside the claim.
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut bodies: std::collections::HashMap<i64, (String, String, Option<String>)> =
+            sqlx::query_as(
+                "SELECT letter_id, subject, body_text, body_html FROM letter_bodies
+                  WHERE letter_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&ids).expect("ids serialise"))
+            .fetch_all(&self.writer)
+            .await?
+            .into_iter()
+            .map(|(id, s, t, h)| (id, (s, t, h)))
+            .collect();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let (subject, body_text, body_html) = bodies.remove(&id).ok_or_else(|| {
+                QueueError::Database(sqlx::Error::Decode(
+                    format!("letter {id} has no text in letter_bodies").into(),
+                ))
+            })?;
             let email = |col: &str| -> Result<EmailAddress, QueueError> {
                 let s: String = row.try_get(col)?;
                 EmailAddress::parse(&s).map_err(|e| {
@@ -310,9 +340,9 @@ impl SqliteQueue {
                     language: LanguageTag::parse(&language).map_err(|e| {
                         QueueError::Database(sqlx::Error::Decode(e.to_string().into()))
                     })?,
-                    subject: row.try_get("subject")?,
-                    body_text: row.try_get("body_text")?,
-                    body_html: row.try_get("body_html")?,
+                    subject,
+                    body_text,
+                    body_html,
                     template_hash: row.try_get("template_hash")?,
                 },
             });

@@ -51,7 +51,7 @@ async fn a_quoted_multi_line_message_reaches_the_letters_intact() {
     let out = run(app.cli().args(["import", CAMPAIGN]).arg(&file));
 
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let bodies: Vec<String> = sqlx::query_scalar("SELECT body_text FROM letters")
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body_text FROM letter_bodies")
         .fetch_all(&app.db().await)
         .await
         .unwrap();

@@ -145,10 +145,12 @@ async fn letters_are_written_in_the_signers_language() {
 
     app.sign(&input).await.unwrap();
 
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT language, body_text FROM letters")
-        .fetch_all(&app.db().await)
-        .await
-        .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT language, body_text FROM letters JOIN letter_bodies ON letter_id = id",
+    )
+    .fetch_all(&app.db().await)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 4);
     for (lang, body) in rows {
         assert_eq!(lang, "fr");
@@ -207,7 +209,7 @@ async fn the_html_letter_escapes_the_signers_words_and_keeps_their_line_breaks()
 
     app.sign(&input).await.unwrap();
 
-    let html: Vec<String> = sqlx::query_scalar("SELECT body_html FROM letters")
+    let html: Vec<String> = sqlx::query_scalar("SELECT body_html FROM letter_bodies")
         .fetch_all(&app.db().await)
         .await
         .unwrap();

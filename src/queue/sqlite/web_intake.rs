@@ -64,10 +64,10 @@ async fn insert_letter(
     let letter = &l.letter;
     sqlx::query(
         "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
-            recipient_domain, from_name, from_address, reply_to, language, subject,
-            body_text, body_html, template_hash, message_id, state, attempts,
+            recipient_domain, from_name, from_address, reply_to, language,
+            template_hash, message_id, state, attempts,
             next_attempt_at, queued_at, created_at, updated_at, kind, priority)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?14, ?15,
             'queued', 0, ?16, ?16, ?16, ?16, ?17, ?18)",
     )
     .bind(signature_id)
@@ -88,6 +88,15 @@ async fn insert_letter(
     .bind(now)
     .bind(kind)
     .bind(priority)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html)
+         VALUES (last_insert_rowid(), ?1, ?2, ?3)",
+    )
+    .bind(&letter.subject)
+    .bind(&letter.body_text)
+    .bind(letter.body_html.as_deref())
     .execute(&mut **tx)
     .await?;
     Ok(())
