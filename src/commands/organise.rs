@@ -12,14 +12,7 @@ async fn open(args: &TargetScopeArgs, settings: &Settings) -> anyhow::Result<Que
     let registry = Registry::load(&settings.letters.dir)?;
     let campaign = registry.get(&args.campaign)?;
     if let Some(t) = &args.target {
-        if campaign.target(t).is_none() {
-            let ids: Vec<&str> = campaign.targets.iter().map(|t| t.id.as_str()).collect();
-            anyhow::bail!(
-                "campaign `{}` has no target `{t}` (hint: its targets are {})",
-                campaign.slug,
-                ids.join(", ")
-            );
-        }
+        campaign.require_target(t)?;
     }
     Ok(Queue::connect(&settings.database.url, settings.database.max_connections).await?)
 }

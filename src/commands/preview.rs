@@ -40,14 +40,7 @@ pub(super) async fn run(args: PreviewArgs, settings: &Settings) -> anyhow::Resul
     })
     .context("sample signer")?;
     let targets: Vec<_> = match &args.target {
-        Some(id) => vec![campaign.target(id).with_context(|| {
-            let ids: Vec<&str> = campaign.targets.iter().map(|t| t.id.as_str()).collect();
-            format!(
-                "campaign `{}` has no target `{id}` (hint: its targets are {})",
-                campaign.slug,
-                ids.join(", ")
-            )
-        })?],
+        Some(id) => vec![campaign.require_target(id)?],
         None => campaign.targets.iter().collect(),
     };
     let today = chrono::Local::now().date_naive();

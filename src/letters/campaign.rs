@@ -467,6 +467,21 @@ impl Campaign {
         self.targets.iter().find(|t| t.id.as_str() == id)
     }
 
+    /// The target with this id, or an error naming the campaign's targets.
+    pub fn require_target(&self, id: &str) -> Result<&Target, super::LettersError> {
+        self.target(id)
+            .ok_or_else(|| super::LettersError::UnknownTarget {
+                campaign: self.slug.as_str().to_owned(),
+                target: id.to_owned(),
+                known: self
+                    .targets
+                    .iter()
+                    .map(|t| t.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     /// The campaign's page body (Markdown) in `lang`, when the campaign has one.
     pub fn page_markdown(&self, lang: &LanguageTag) -> Option<&str> {
         self.templates.page(lang)

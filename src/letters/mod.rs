@@ -48,6 +48,12 @@ pub enum LettersError {
     Problems(Vec<Problem>),
     #[error("no campaign `{0}` (hint: `missive check` lists the campaigns found under letters/)")]
     UnknownCampaign(String),
+    #[error("campaign `{campaign}` has no target `{target}` (hint: its targets are {known})")]
+    UnknownTarget {
+        campaign: String,
+        target: String,
+        known: String,
+    },
     #[error("rendering {file}: {message}")]
     Render { file: String, message: String },
 }

@@ -17,6 +17,12 @@ use std::time::Duration;
 
 mod web_intake;
 
+/// Hands a claimed letter back unstarted: the attempt it was counted for is uncounted, and it
+/// is queued again (deferred if it had failed before). `?1` is the time.
+const UNCLAIM: &str = "SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
+    attempts = attempts - 1, updated_at = ?1,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
@@ -429,13 +435,9 @@ impl SqliteQueue {
         let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for (id, token) in ids {
-            n += sqlx::query(
-                "UPDATE letters
-                    SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
-                        attempts = attempts - 1, updated_at = ?1,
-                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-                  WHERE id = ?2 AND lease_token = ?3 AND state = 'claimed'",
-            )
+            n += sqlx::query(&format!(
+                "UPDATE letters {UNCLAIM} WHERE id = ?2 AND lease_token = ?3 AND state = 'claimed'"
+            ))
             .bind(now)
             .bind(id)
             .bind(token)
@@ -453,13 +455,9 @@ impl SqliteQueue {
         let mut tx = self.writer.begin().await?;
         // Claimed but DATA never accepted: the server holds no complete message. Queue again,
         // uncounting the attempt that never happened.
-        let requeued = sqlx::query(
-            "UPDATE letters
-                SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
-                    attempts = attempts - 1, updated_at = ?1,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-              WHERE state = 'claimed' AND lease_expires_at < ?1",
-        )
+        let requeued = sqlx::query(&format!(
+            "UPDATE letters {UNCLAIM} WHERE state = 'claimed' AND lease_expires_at < ?1"
+        ))
         .bind(now)
         .execute(&mut *tx)
         .await?

@@ -341,6 +341,8 @@ impl Dispatcher {
         let mut last_recovery = Instant::now();
         let recovery_every = Duration::from_millis((self.lease_ms / 3).max(1000) as u64);
         let campaign = opts.campaign.as_deref();
+        // The paced campaigns do not change during a run.
+        let paced: Vec<String> = pacer.paced_campaigns().to_vec();
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -365,7 +367,6 @@ impl Dispatcher {
                 .min(remaining.unwrap_or(u64::MAX)) as u32;
             let now = now_millis();
             // Letters not paced per target, in bulk.
-            let paced: Vec<String> = pacer.paced_campaigns().to_vec();
             let mut batch = self
                 .queue
                 .claim(&ClaimRequest {
