@@ -23,9 +23,30 @@ pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<
     println!("signatures: {}", report.signatures);
     let total: i64 = report.by_state.values().sum();
     println!("letters: {total}");
-    if states.is_empty() {
-        return Ok(Outcome::Ok);
+    if !states.is_empty() {
+        print_table(&report, &states);
     }
+    if !report.confirmations.is_empty() {
+        let parts: Vec<String> = LetterState::ALL
+            .into_iter()
+            .filter_map(|s| {
+                report
+                    .confirmations
+                    .get(&s)
+                    .map(|n| format!("{n} {}", s.as_str()))
+            })
+            .collect();
+        println!("confirmation emails: {}", parts.join(", "));
+    }
+    if let Some(since) = report.oldest_waiting_since {
+        let secs = ((now_millis() - since) / 1000).max(0);
+        println!("oldest waiting letter queued {} ago", human_duration(secs));
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Letters per target (rows) and state (columns), then the totals.
+fn print_table(report: &crate::queue::StatusReport, states: &[LetterState]) {
     let mut rows: BTreeMap<(String, String), BTreeMap<LetterState, i64>> = BTreeMap::new();
     for r in &report.by_target {
         *rows
@@ -41,30 +62,25 @@ pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<
         .unwrap_or(6)
         .max(6);
     let mut header = format!("{:<width$}", "target");
-    for s in &states {
+    for s in states {
         header.push_str(&format!(" {:>9}", s.as_str()));
     }
     println!("{header}");
     for ((c, t), counts) in &rows {
         let mut line = format!("{:<width$}", format!("{c}/{t}"));
-        for s in &states {
+        for s in states {
             line.push_str(&format!(" {:>9}", counts.get(s).copied().unwrap_or(0)));
         }
         println!("{line}");
     }
     let mut line = format!("{:<width$}", "total");
-    for s in &states {
+    for s in states {
         line.push_str(&format!(
             " {:>9}",
             report.by_state.get(s).copied().unwrap_or(0)
         ));
     }
     println!("{line}");
-    if let Some(since) = report.oldest_waiting_since {
-        let secs = ((now_millis() - since) / 1000).max(0);
-        println!("oldest waiting letter queued {} ago", human_duration(secs));
-    }
-    Ok(Outcome::Ok)
 }
 
 fn human_duration(secs: i64) -> String {

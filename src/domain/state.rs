@@ -71,6 +71,18 @@ impl LetterState {
             LetterState::Sent | LetterState::Failed | LetterState::Expired | LetterState::Cancelled
         )
     }
+
+    /// Whether the letter still waits to reach its server: queued, deferred, or in a worker's
+    /// hands (`held` letters wait for an organiser, not for the queue).
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            LetterState::Queued
+                | LetterState::Deferred
+                | LetterState::Claimed
+                | LetterState::Sending
+        )
+    }
 }
 
 /// Every allowed move, `(from, to)`. Anything else is refused by the queue.

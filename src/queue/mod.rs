@@ -169,11 +169,13 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StatusReport {
     pub signatures: i64,
-    /// Letters per state, over everything selected.
+    /// Letters per state, over everything selected (letters to targets only).
     pub by_state: BTreeMap<LetterState, i64>,
     /// Letters per campaign, target and state.
     pub by_target: Vec<TargetCount>,
-    /// When the oldest letter still waiting to be sent was queued.
+    /// Confirmation emails (double opt-in) per state.
+    pub confirmations: BTreeMap<LetterState, i64>,
+    /// When the oldest letter or confirmation email still waiting to be sent was queued.
     pub oldest_waiting_since: Option<Millis>,
 }
 
@@ -274,9 +276,7 @@ impl Queue {
         records: &[AttemptRecord],
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.record_attempts(records, now).await,
-        }
+        Ok(self.journal(0, &[], records, now).await?.1)
     }
 
     /// Hands back leased letters whose conversation never started: they are queued again,
@@ -304,8 +304,22 @@ impl Queue {
         ids: &[i64],
         now: Millis,
     ) -> Result<Vec<i64>, QueueError> {
+        Ok(self.journal(token, ids, &[], now).await?.0)
+    }
+
+    /// The sending path's one write: records finished attempts (as `record_attempts`) and
+    /// moves the letters in `marks`, leased under `token`, to `sending` (as `mark_sending`),
+    /// in one transaction. Returns the marked ids that moved and how many letters the records
+    /// moved.
+    pub async fn journal(
+        &self,
+        token: i64,
+        marks: &[i64],
+        records: &[AttemptRecord],
+        now: Millis,
+    ) -> Result<(Vec<i64>, u64), QueueError> {
         match &self.backend {
-            Backend::Sqlite(q) => q.mark_sending(token, ids, now).await,
+            Backend::Sqlite(q) => q.journal(token, marks, records, now).await,
         }
     }
 

@@ -357,14 +357,52 @@ impl SqliteQueue {
         Ok(out)
     }
 
-    pub(super) async fn record_attempts(
+    /// One write of the sending path: `records` (finished attempts) are recorded and their
+    /// letters moved on, and the letters in `marks` (DATA accepted) move from `claimed` to
+    /// `sending`, in one transaction. Returns the marked ids that moved and how many letters the
+    /// records moved.
+    pub(super) async fn journal(
         &self,
+        token: i64,
+        marks: &[i64],
+        records: &[AttemptRecord],
+        now: Millis,
+    ) -> Result<(Vec<i64>, u64), QueueError> {
+        if marks.is_empty() && records.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let mut tx = self.writer.begin().await?;
+        let recorded = if records.is_empty() {
+            0
+        } else {
+            Self::record_in(&mut tx, records, now).await?
+        };
+        let marked = if marks.is_empty() {
+            Vec::new()
+        } else {
+            let list = serde_json::to_string(marks).expect("ids serialise");
+            sqlx::query_scalar(
+                "UPDATE letters SET state = 'sending', updated_at = ?1
+                  WHERE lease_token = ?2 AND state = 'claimed'
+                    AND id IN (SELECT value FROM json_each(?3))
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(token)
+            .bind(list)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        tx.commit().await?;
+        Ok((marked, recorded))
+    }
+
+    /// Records finished attempts and moves their letters on, inside `tx`.
+    async fn record_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         records: &[AttemptRecord],
         now: Millis,
     ) -> Result<u64, QueueError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
         // One JSON array for the whole batch: two statements per batch, not two per letter,
         // and the same two statement texts whatever the batch size (prepared once, cached).
         // A letter's records apply in batch order, as when they were written one by one: its
@@ -402,7 +440,6 @@ impl SqliteQueue {
             })
             .collect();
         let json = serde_json::to_string(&rows).expect("attempt records serialise");
-        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
                 duration_ms, outcome, stage, code, enhanced_code, reply)
@@ -412,7 +449,7 @@ impl SqliteQueue {
                FROM json_each(?1) ORDER BY key",
         )
         .bind(&json)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let mut moved = 0;
         for round in 0..rounds {
@@ -420,11 +457,10 @@ impl SqliteQueue {
                 .bind(&json)
                 .bind(now)
                 .bind(round)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
         }
-        tx.commit().await?;
         Ok(moved)
     }
 
@@ -490,29 +526,6 @@ impl SqliteQueue {
         Ok(Recovered { requeued, in_doubt })
     }
 
-    pub(super) async fn mark_sending(
-        &self,
-        token: i64,
-        ids: &[i64],
-        now: Millis,
-    ) -> Result<Vec<i64>, QueueError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list = serde_json::to_string(ids).expect("ids serialise");
-        Ok(sqlx::query_scalar(
-            "UPDATE letters SET state = 'sending', updated_at = ?1
-              WHERE lease_token = ?2 AND state = 'claimed'
-                AND id IN (SELECT value FROM json_each(?3))
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(token)
-        .bind(list)
-        .fetch_all(&self.writer)
-        .await?)
-    }
-
     pub(super) async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
         Ok(sqlx::query(
             "UPDATE letters SET lease_expires_at = ?1
@@ -562,36 +575,44 @@ impl SqliteQueue {
     }
 
     pub(super) async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
+        // One pass over the covering index `letters_report` (campaign, target_id, state, kind,
+        // queued_at): counts and the oldest queued time per group.
         let rows = sqlx::query(
-            "SELECT campaign, target_id, state, COUNT(*) AS n FROM letters
+            "SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
               WHERE (?1 IS NULL OR campaign = ?1)
-              GROUP BY campaign, target_id, state
-              ORDER BY campaign, target_id, state",
+              GROUP BY campaign, target_id, state, kind
+              ORDER BY campaign, target_id, state, kind",
         )
         .bind(campaign)
         .fetch_all(&self.pool)
         .await?;
         let mut report = StatusReport::default();
         for row in rows {
-            let state = state_of(row.try_get("state")?);
-            let n: i64 = row.try_get("n")?;
+            let state = state_of(row.try_get(2)?);
+            let kind: String = row.try_get(3)?;
+            let n: i64 = row.try_get(4)?;
+            let queued_at: i64 = row.try_get(5)?;
+            if state.is_waiting() {
+                report.oldest_waiting_since = Some(
+                    report
+                        .oldest_waiting_since
+                        .map_or(queued_at, |t| t.min(queued_at)),
+                );
+            }
+            if kind == "confirmation" {
+                *report.confirmations.entry(state).or_default() += n;
+                continue;
+            }
             *report.by_state.entry(state).or_default() += n;
             report.by_target.push(TargetCount {
-                campaign: row.try_get("campaign")?,
-                target_id: row.try_get("target_id")?,
+                campaign: row.try_get(0)?,
+                target_id: row.try_get(1)?,
                 state,
                 letters: n,
             });
         }
         report.signatures = sqlx::query_scalar(
             "SELECT COUNT(*) FROM signatures WHERE (?1 IS NULL OR campaign = ?1)",
-        )
-        .bind(campaign)
-        .fetch_one(&self.pool)
-        .await?;
-        report.oldest_waiting_since = sqlx::query_scalar(
-            "SELECT MIN(queued_at) FROM letters
-              WHERE state IN ('queued', 'deferred', 'claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)",
         )
         .bind(campaign)
         .fetch_one(&self.pool)

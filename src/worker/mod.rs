@@ -2,10 +2,10 @@
 //!
 //! One `Dispatcher::run` is a pipeline joined by bounded channels: a claimer leasing small
 //! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
-//! connection and waiting on the rate limiters before each letter; a marker that records, in
-//! one write for many letters, that a letter's DATA was accepted (`sending`: from here on it may
-//! be delivered); a recorder writing results in batches; and a heartbeat extending the run's
-//! leases. No transaction is open during an SMTP conversation.
+//! connection and waiting on the rate limiters before each letter; a journal writing, many
+//! letters per transaction, that a letter's DATA was accepted (`sending`: from here on it may be
+//! delivered) and each attempt's result; and a heartbeat extending the run's leases. No
+//! transaction is open during an SMTP conversation.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
 //! never got a complete message), `sending` ones become `in_doubt` (it may have). On stop,
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Dispatcher {
 /// How long a one-off batch (`missive send`) waits for the next paced letter before it ends.
 const BATCH_PACING_WAIT_MS: i64 = 2_000;
 
-/// A request to the marker: a letter id, and where to answer whether it may be transmitted.
+/// A request to the journal: a letter id, and where to answer whether it may be transmitted.
 type MarkRequest = (i64, oneshot::Sender<bool>);
 
 /// A rate limiter allowing `rate` letters per second with bursts of `burst`.
@@ -249,12 +249,13 @@ impl Dispatcher {
         let (results_tx, results_rx) = mpsc::channel::<AttemptRecord>(capacity * 4);
         let (marks_tx, marks_rx) = mpsc::channel::<MarkRequest>(concurrency * 2);
 
-        let recorder = tokio::spawn(record_results(
+        let journal = tokio::spawn(journal(
             self.queue.clone(),
+            token,
+            marks_rx,
             results_rx,
             self.counters.clone(),
         ));
-        let marker = tokio::spawn(mark_sending(self.queue.clone(), token, marks_rx));
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.queue.clone(),
@@ -305,10 +306,9 @@ impl Dispatcher {
                 unstarted.push((l.id, l.lease_token));
             }
         }
-        let recorded = recorder
+        let recorded = journal
             .await
             .map_err(|e| WorkerError::Task(e.to_string()))?;
-        marker.await.map_err(|e| WorkerError::Task(e.to_string()))?;
         heartbeat_stop.cancel();
         heartbeat
             .await
@@ -536,25 +536,6 @@ async fn send_letters(
     sender.close().await;
 }
 
-/// Records, many letters per write, that their DATA was accepted (`claimed` -> `sending`), and
-/// answers each sending task whether it may transmit (not if its lease was lost).
-async fn mark_sending(queue: Queue, token: i64, mut rx: mpsc::Receiver<MarkRequest>) {
-    let mut batch: Vec<MarkRequest> = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-        let moved = match queue.mark_sending(token, &ids, now_millis()).await {
-            Ok(moved) => moved,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record letters as sending; holding them back");
-                Vec::new()
-            }
-        };
-        for (id, reply) in batch.drain(..) {
-            let _ = reply.send(moved.contains(&id));
-        }
-    }
-}
-
 /// Extends this run's leases every third of their length until stopped.
 async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationToken) {
     let every = Duration::from_millis((lease_ms / 3).max(500) as u64);
@@ -569,34 +550,101 @@ async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationTo
     }
 }
 
-/// How long the recorder waits for more results before writing what it has.
+/// How long results wait for company before they are written on their own.
 const RECORD_LINGER: Duration = Duration::from_millis(5);
+/// Most marks, and most results, in one write.
+const MAX_MARKS: usize = 256;
+const MAX_RESULTS: usize = 512;
 
-/// Writes results in batches, up to 512 at a time, in one transaction. Results are not urgent
-/// (the letter is already in `sending`) but claims and marks are, and they share the database's
-/// one writer: so the recorder lingers briefly after the first result to write many at once.
-async fn record_results(
+/// The run's one writer of what the sending tasks report: letters whose DATA was accepted
+/// (`claimed` -> `sending`) and finished attempts, many letters per transaction (the database
+/// has one writer, shared with the claims). A mark is urgent (its sending task waits for the
+/// answer, and may transmit only if its lease still holds): it is written at once, with every
+/// result waiting at that moment. Results alone are not urgent (their letters are already in
+/// `sending`): they linger briefly after the first, to be written many at a time.
+async fn journal(
     queue: Queue,
-    mut rx: mpsc::Receiver<AttemptRecord>,
+    token: i64,
+    mut marks_rx: mpsc::Receiver<MarkRequest>,
+    mut results_rx: mpsc::Receiver<AttemptRecord>,
     counters: Arc<Counters>,
 ) -> Result<(), WorkerError> {
-    let mut batch = Vec::with_capacity(512);
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        let deadline = tokio::time::Instant::now() + RECORD_LINGER;
-        while batch.len() < 512 {
-            let room = 512 - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    let mut marks: Vec<MarkRequest> = Vec::with_capacity(MAX_MARKS);
+    let mut results: Vec<AttemptRecord> = Vec::with_capacity(MAX_RESULTS);
+    let (mut marks_open, mut results_open) = (true, true);
+    let mut failure = None;
+    while marks_open || results_open {
+        // Wait for the first report.
+        tokio::select! {
+            biased;
+            n = marks_rx.recv_many(&mut marks, MAX_MARKS), if marks_open => marks_open = n > 0,
+            n = results_rx.recv_many(&mut results, MAX_RESULTS), if results_open => {
+                results_open = n > 0;
             }
         }
-        queue.record_attempts(&batch, now_millis()).await?;
-        for r in &batch {
-            counters.count(r.next);
+        // Results alone: give them a moment for company (more results, or a mark).
+        if marks.is_empty() && !results.is_empty() {
+            let deadline = tokio::time::Instant::now() + RECORD_LINGER;
+            while results_open && results.len() < MAX_RESULTS && marks.is_empty() {
+                let room = MAX_RESULTS - results.len();
+                tokio::select! {
+                    biased;
+                    n = marks_rx.recv_many(&mut marks, MAX_MARKS), if marks_open => {
+                        marks_open = n > 0;
+                        if !marks_open { break; }
+                    }
+                    r = tokio::time::timeout_at(deadline, results_rx.recv_many(&mut results, room)) => {
+                        match r {
+                            Ok(n) => results_open = n > 0,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
         }
-        batch.clear();
+        // Whatever else is waiting goes in the same write.
+        while marks.len() < MAX_MARKS {
+            match marks_rx.try_recv() {
+                Ok(m) => marks.push(m),
+                Err(_) => break,
+            }
+        }
+        while results.len() < MAX_RESULTS {
+            match results_rx.try_recv() {
+                Ok(r) => results.push(r),
+                Err(_) => break,
+            }
+        }
+        if marks.is_empty() && results.is_empty() {
+            continue;
+        }
+        let ids: Vec<i64> = marks.iter().map(|(id, _)| *id).collect();
+        match queue.journal(token, &ids, &results, now_millis()).await {
+            Ok((moved, _)) => {
+                for (id, reply) in marks.drain(..) {
+                    let _ = reply.send(moved.contains(&id));
+                }
+                for r in &results {
+                    counters.count(r.next);
+                }
+            }
+            Err(e) => {
+                // Nothing was written: no letter may be transmitted, and the run stops (its
+                // letters' leases expire and the next run recovers them).
+                tracing::error!(error = %e, "cannot record letters as sending or their results");
+                for (_, reply) in marks.drain(..) {
+                    let _ = reply.send(false);
+                }
+                failure = Some(e);
+                break;
+            }
+        }
+        results.clear();
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn hostname() -> String {

@@ -186,7 +186,7 @@ async fn a_valid_signature_queues_one_letter_per_target_and_redirects_to_thanks(
 
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.header("location"), format!("/c/{SLUG}/thanks?lang=en"));
-    assert_eq!(app.letter_count().await, 4);
+    assert_eq!(app.email_count().await, 4);
     let rows = app.signature_rows().await;
     assert_eq!(
         rows,
@@ -222,7 +222,7 @@ async fn signing_again_with_the_same_email_shows_the_same_thanks_and_queues_noth
 
     assert_eq!(again.status, StatusCode::SEE_OTHER);
     assert_eq!(again.header("location"), first.header("location"));
-    assert_eq!(app.letter_count().await, 4);
+    assert_eq!(app.email_count().await, 4);
 }
 
 #[tokio::test]
@@ -263,7 +263,7 @@ async fn invalid_fields_come_back_with_a_message_beside_each_and_the_values_kept
         b.contains(r##"href="#f-email""##),
         "the summary links to the field"
     );
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
 }
 
 #[tokio::test]
@@ -290,7 +290,7 @@ async fn a_line_break_in_a_name_is_refused_beside_the_field() {
 
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains(r#"id="f-first_name-error""#));
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
 }
 
 #[tokio::test]
@@ -304,7 +304,7 @@ async fn a_bot_that_fills_the_honeypot_sees_thanks_and_nothing_is_stored() {
 
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.header("location"), format!("/c/{SLUG}/thanks?lang=en"));
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
     assert!(app.signature_rows().await.is_empty());
 }
 
@@ -338,7 +338,7 @@ async fn a_form_without_a_valid_token_or_cookie_is_refused_and_shown_again() {
     assert!(no_cookie.body.contains(r#"value="José""#), "values kept");
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert_eq!(other_site.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
 }
 
 #[tokio::test]
@@ -425,7 +425,7 @@ async fn signing_too_often_from_one_address_is_429() {
     assert_eq!(b.status, StatusCode::SEE_OTHER);
     assert_eq!(c.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(c.header("retry-after").parse::<u64>().unwrap() >= 1);
-    assert_eq!(app.letter_count().await, 8);
+    assert_eq!(app.email_count().await, 8);
 }
 
 // ---- double opt-in ----------------------------------------------------------------------
@@ -462,7 +462,7 @@ async fn with_double_opt_in_letters_wait_until_the_link_is_followed() {
         "a button, not a GET"
     );
     assert_eq!(
-        app.letter_count().await,
+        app.email_count().await,
         1,
         "opening the link changes nothing"
     );
@@ -470,11 +470,47 @@ async fn with_double_opt_in_letters_wait_until_the_link_is_followed() {
     let confirmed = app.post_form(&link, "", &[]).await;
     assert_eq!(confirmed.status, StatusCode::OK);
     assert!(confirmed.body.contains("Merci pour votre confirmation"));
-    assert_eq!(app.letter_count().await, 5);
+    assert_eq!(app.email_count().await, 5);
 
     let again = app.post_form(&link, "", &[]).await;
     assert!(again.body.contains("déjà confirmé"));
-    assert_eq!(app.letter_count().await, 5);
+    assert_eq!(app.email_count().await, 5);
+}
+
+#[tokio::test]
+async fn status_counts_confirmation_emails_apart_from_letters() {
+    use missive::domain::LetterState;
+    let app = spawn(Spawn {
+        confirm: true,
+        ..Spawn::default()
+    })
+    .await;
+    let session = app.form_session().await;
+    app.sign_form(&session, &[]).await;
+
+    let waiting = app.queue().status(None).await.unwrap();
+    assert_eq!(waiting.confirmations.get(&LetterState::Queued), Some(&1));
+    assert!(waiting.by_state.is_empty(), "{waiting:?}");
+    assert!(waiting.by_target.is_empty(), "{waiting:?}");
+    assert!(waiting.oldest_waiting_since.is_some());
+
+    app.drain().await;
+    let link = confirmation_path(&app.outbox_files()[0].1);
+    app.post_form(&link, "", &[]).await;
+    let confirmed = app.queue().status(None).await.unwrap();
+    assert_eq!(confirmed.confirmations.get(&LetterState::Sent), Some(&1));
+    assert_eq!(confirmed.by_state.get(&LetterState::Queued), Some(&4));
+    assert_eq!(
+        confirmed.by_target.len(),
+        4,
+        "one row per target, no confirmation row"
+    );
+    assert!(confirmed.oldest_waiting_since.is_some());
+
+    app.drain().await;
+    let done = app.queue().status(None).await.unwrap();
+    assert_eq!(done.by_state.get(&LetterState::Sent), Some(&4));
+    assert_eq!(done.oldest_waiting_since, None, "nothing waits");
 }
 
 #[tokio::test]
@@ -501,7 +537,7 @@ async fn signing_again_before_confirming_resends_a_link_and_the_old_one_stops_wo
         .unwrap();
     assert_eq!(app.get(&old).await.status, StatusCode::GONE);
     assert_eq!(app.post_form(&new, "", &[]).await.status, StatusCode::OK);
-    assert_eq!(app.letter_count().await, 2 + 4);
+    assert_eq!(app.email_count().await, 2 + 4);
 }
 
 #[tokio::test]
@@ -524,7 +560,7 @@ async fn unconfirmed_signatures_expire_and_are_deleted_with_their_emails() {
         .unwrap();
 
     assert_eq!(deleted, 1);
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
     assert!(app.signature_rows().await.is_empty());
     assert_eq!(app.post_form(&link, "", &[]).await.status, StatusCode::GONE);
 }
@@ -609,7 +645,7 @@ async fn the_api_refuses_calls_without_a_valid_key() {
     assert_eq!(missing.header("www-authenticate"), "Bearer");
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(get.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
 }
 
 #[tokio::test]
@@ -630,7 +666,7 @@ async fn the_api_records_a_signature_with_201_and_a_repeat_with_200() {
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.json()["status"], "duplicate");
     assert_eq!(again.json()["id"], j["id"]);
-    assert_eq!(app.letter_count().await, 4);
+    assert_eq!(app.email_count().await, 4);
     let rows = app.signature_rows().await;
     assert_eq!(rows[0].1, 1, "contact consent stored");
     assert_eq!(rows[0].2.as_deref(), Some("https://www.example.org/act"));
@@ -744,7 +780,7 @@ async fn the_api_names_each_invalid_field_by_its_path() {
     ] {
         assert!(fields.get(path).is_some(), "{path} in {fields}");
     }
-    assert_eq!(app.letter_count().await, 0);
+    assert_eq!(app.email_count().await, 0);
 }
 
 #[tokio::test]
@@ -774,7 +810,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
         .as_str()
         .unwrap()
         .contains("different request"));
-    assert_eq!(app.letter_count().await, 4);
+    assert_eq!(app.email_count().await, 4);
 }
 
 #[tokio::test]
@@ -811,5 +847,5 @@ async fn through_the_api_double_opt_in_still_applies() {
 
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json()["status"], "awaiting_confirmation");
-    assert_eq!(app.letter_count().await, 1, "only the confirmation email");
+    assert_eq!(app.email_count().await, 1, "only the confirmation email");
 }

@@ -299,10 +299,10 @@ impl TestApp {
         outbox_files(&self.outbox)
     }
 
-    /// Letters (and confirmation emails) in the queue, of any state.
-    pub(crate) async fn letter_count(&self) -> i64 {
+    /// Emails in the queue, whatever their state: letters and confirmation emails.
+    pub(crate) async fn email_count(&self) -> i64 {
         let s = self.queue().status(None).await.unwrap();
-        s.by_state.values().sum()
+        s.by_state.values().sum::<i64>() + s.confirmations.values().sum::<i64>()
     }
 
     /// One column of the only signature row, read straight from the database.
