@@ -62,9 +62,16 @@ pub struct SmtpSettings {
     pub send_timeout_seconds: u64,
     pub connections: usize,
     pub max_messages_per_connection: u32,
+    /// A PEM file of extra trust anchors (a private relay's CA); empty: the public roots only.
+    pub ca_file: PathBuf,
 }
 
 impl SmtpSettings {
+    /// `ca_file`, if one is set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
+    }
+
     /// Time allowed to open and set up one connection.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_seconds)
@@ -334,6 +341,12 @@ impl Settings {
                 },
             )?;
         }
+        if let Some(path) = self.smtp.ca_file() {
+            crate::mailer::check_ca_file(path).map_err(|problem| ConfigError::Invalid {
+                key: "smtp.ca_file",
+                problem,
+            })?;
+        }
         self.check_http()
     }
 
@@ -475,6 +488,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("smtp.url"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_stops_start_up_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let not_pem = dir.path().join("notes.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        for (path, words) in [
+            (&missing, "cannot be read"),
+            (&not_pem, "holds no certificate"),
+        ] {
+            let err = Settings::load(
+                None,
+                env(&[
+                    ("MISSIVE_SMTP__URL", "smtp://127.0.0.1:2525"),
+                    ("MISSIVE_SMTP__CA_FILE", &path.display().to_string()),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(
+                err.contains("smtp.ca_file") && err.contains(name) && err.contains(words),
+                "{err}"
+            );
+        }
+        let unset = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(unset.smtp.ca_file(), None);
     }
 
     #[test]

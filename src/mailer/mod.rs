@@ -1,5 +1,5 @@
 //! Turning a queued letter into a MIME message and handing it to a transport: the SMTP client
-//! (`smtp.rs`, connections Missive owns, one per sending task) or the outbox folder
+//! (`smtp/`, Missive's own, over connections it owns, one per sending task) or the outbox folder
 //! (`outbox.rs`), plus the classification of every result as accepted, transient, permanent or
 //! in doubt.
 //!
@@ -11,7 +11,7 @@ mod smtp;
 
 pub use message::build_message;
 pub use outbox::Outbox;
-pub use smtp::{SmtpEndpoint, SmtpSession, TlsMode};
+pub use smtp::{check_ca_file, SmtpEndpoint, SmtpSession, TlsMode};
 
 use crate::config::Settings;
 use crate::domain::Letter;
@@ -262,6 +262,11 @@ pub enum MailerError {
     Url(String),
     #[error("cannot build the message: {0}")]
     Build(String),
+    /// `smtp.ca_file` cannot be used; the text names the file and what is wrong with it.
+    #[error("smtp.ca_file {0}")]
+    CaFile(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 #[cfg(test)]

@@ -221,6 +221,22 @@ async fn a_454_at_auth_defers() {
 }
 
 #[tokio::test]
+async fn a_535_at_auth_fails_with_the_servers_words() {
+    let c = case(
+        at(
+            Stage::Auth,
+            reply(535, "5.7.8 Authentication credentials invalid"),
+        ),
+        &[
+            ("MISSIVE_SMTP__USERNAME", "letters"),
+            ("MISSIVE_SMTP__PASSWORD", "wrong"),
+        ],
+    )
+    .await;
+    c.assert_failed("auth", 535, "credentials invalid").await;
+}
+
+#[tokio::test]
 async fn a_550_at_rcpt_fails_with_the_servers_words() {
     let c = case(
         at(
@@ -379,6 +395,16 @@ async fn a_garbage_reply_defers() {
     )
     .await;
     c.assert_deferred("mail", None).await;
+}
+
+#[tokio::test]
+async fn an_endless_reply_line_defers_instead_of_hanging() {
+    // 1 MiB of digits and no line end: the client gives up at its line limit, well before
+    // the 1 s send timeout would.
+    let c = case(at(Stage::Rcpt, Action::Garbage(vec![b'2'; 1 << 20])), &[]).await;
+    c.assert_deferred("rcpt", None).await;
+    let reply = c.attempt().await.reply.unwrap();
+    assert!(reply.contains("longer than"), "{reply}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod faults;
 mod pacing;
 mod real_smtp;
 mod signing;
+mod smtp_client;
 mod templates;
 mod transitions;
 mod web;

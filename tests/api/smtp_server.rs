@@ -1,27 +1,35 @@
 //! A scriptable, in-process SMTP server for the integration tests. It speaks real
-//! SMTP (RFC 5321) over TCP on 127.0.0.1, so lettre's client conversation is
-//! exercised end to end: greeting, EHLO/HELO, AUTH PLAIN/LOGIN, MAIL, RCPT, DATA
-//! with dot-unstuffing, RSET, NOOP and QUIT. By default it accepts everything;
+//! SMTP (RFC 5321) over TCP on 127.0.0.1, so Missive's client conversation is
+//! exercised end to end: greeting, EHLO/HELO, STARTTLS or implicit TLS (with a
+//! [`TestCa`] certificate), AUTH PLAIN/LOGIN, MAIL, RCPT, DATA with dot-unstuffing,
+//! RSET, NOOP and QUIT, PIPELINING advertised or not ([`Options`]), and a record of
+//! whether each MAIL arrived already followed by its RCPT and DATA (one pipelined
+//! group). By default it accepts everything;
 //! [`ScriptedSmtp::start_with`] lets a test decide, for every protocol event, to
 //! reply with any code, drop the connection, stall forever or send garbage, which is
 //! how greylisting, rejections, outages and broken servers are simulated. Messages
 //! accepted after the end of data are recorded and can be awaited with
 //! [`ScriptedSmtp::wait_for_received`].
 //!
-//! Only tokio and std are used. Every connection runs in its own task; all of them
-//! stop when the [`ScriptedSmtp`] handle is dropped.
+//! tokio, std, rustls (tokio-rustls) and rcgen for the certificates. Every connection
+//! runs in its own task; all of them stop when the [`ScriptedSmtp`] handle is dropped.
 
 // This is a test-support module: each test uses only part of the API (for example
 // not every `Action` variant is constructed somewhere), so unused items are expected.
 #![allow(dead_code, reason = "test-support API, used piecemeal by the tests")]
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
@@ -42,6 +50,8 @@ pub(crate) enum Stage {
     Greeting,
     /// `EHLO` or `HELO`; default `250` with the extension list.
     Ehlo,
+    /// `STARTTLS` (only when offered); default `220`, then the TLS handshake.
+    StartTls,
     /// `AUTH`, asked after the credentials were exchanged; default `235`.
     Auth,
     /// `MAIL FROM`; default `250`.
@@ -117,6 +127,11 @@ pub(crate) struct Received {
     /// The message as sent, dot-unstuffed, including the CRLF that ends its last line
     /// but without the terminating `".\r\n"`.
     pub(crate) data: Vec<u8>,
+    /// Whether the RCPT and DATA of this transaction had already arrived when its MAIL
+    /// was read: the client sent them in one group (PIPELINING).
+    pub(crate) pipelined: bool,
+    /// Whether the session was encrypted (STARTTLS or implicit TLS) when the message came.
+    pub(crate) tls: bool,
 }
 
 impl Received {
@@ -184,12 +199,111 @@ pub(crate) struct AuthAttempt {
     pub(crate) mechanism: String,
     pub(crate) username: String,
     pub(crate) password: String,
+    /// Whether the session was encrypted when the credentials came.
+    pub(crate) tls: bool,
+}
+
+/// How the server presents itself; [`Options::default`] is the accept-all server.
+#[derive(Clone)]
+pub(crate) struct Options {
+    /// Advertise PIPELINING in the EHLO reply (default `true`).
+    pub(crate) pipelining: bool,
+    /// The AUTH mechanisms advertised (default `"PLAIN LOGIN"`; empty: no AUTH line).
+    pub(crate) auth: &'static str,
+    /// TLS offered (default none).
+    pub(crate) tls: ServerTls,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pipelining: true,
+            auth: "PLAIN LOGIN",
+            tls: ServerTls::None,
+        }
+    }
+}
+
+/// The TLS a [`ScriptedSmtp`] speaks.
+#[derive(Clone)]
+pub(crate) enum ServerTls {
+    /// Plain SMTP only.
+    None,
+    /// STARTTLS is offered in the EHLO reply (until the session is encrypted).
+    StartTls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte (`smtps://`).
+    Implicit(Arc<rustls::ServerConfig>),
+}
+
+/// A certificate authority made for one test, and a certificate it signed for
+/// `127.0.0.1` and `localhost`; the CA's PEM is written to a file for `smtp.ca_file`.
+pub(crate) struct TestCa {
+    dir: tempfile::TempDir,
+    server_config: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub(crate) fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Missive test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("the CA certificate");
+        let key = KeyPair::generate().expect("a server key");
+        let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("the server certificate");
+        let dir = tempfile::tempdir().expect("a folder for the CA file");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write the CA file");
+        let chain = vec![cert.der().clone()];
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+        );
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .expect("the server's certificate and key");
+        TestCa {
+            dir,
+            server_config: Arc::new(config),
+        }
+    }
+
+    /// The PEM file holding the CA certificate.
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The folder the CA file is in.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A server offering STARTTLS with the signed certificate.
+    pub(crate) fn starttls(&self) -> ServerTls {
+        ServerTls::StartTls(Arc::clone(&self.server_config))
+    }
+
+    /// A server speaking TLS from the first byte with the signed certificate.
+    pub(crate) fn implicit(&self) -> ServerTls {
+        ServerTls::Implicit(Arc::clone(&self.server_config))
+    }
 }
 
 type Script = dyn Fn(&Event) -> Action + Send + Sync;
 
 struct Shared {
     script: Box<Script>,
+    options: Options,
     received: Mutex<Vec<Received>>,
     auths: Mutex<Vec<AuthAttempt>>,
     sessions: AtomicUsize,
@@ -221,6 +335,14 @@ impl ScriptedSmtp {
     pub(crate) async fn start_with(
         script: impl Fn(&Event) -> Action + Send + Sync + 'static,
     ) -> ScriptedSmtp {
+        Self::start_with_options(Options::default(), script).await
+    }
+
+    /// Like [`ScriptedSmtp::start_with`], presenting itself as `options` say.
+    pub(crate) async fn start_with_options(
+        options: Options,
+        script: impl Fn(&Event) -> Action + Send + Sync + 'static,
+    ) -> ScriptedSmtp {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the test SMTP server on 127.0.0.1");
@@ -229,6 +351,7 @@ impl ScriptedSmtp {
             .expect("local address of the test SMTP server");
         let shared = Arc::new(Shared {
             script: Box::new(script),
+            options,
             received: Mutex::new(Vec::new()),
             auths: Mutex::new(Vec::new()),
             sessions: AtomicUsize::new(0),
@@ -248,9 +371,13 @@ impl ScriptedSmtp {
         self.addr.port()
     }
 
-    /// `"smtp://127.0.0.1:<port>"`.
+    /// `"smtp://127.0.0.1:<port>"`, or `"smtps://..."` for a server with implicit TLS.
     pub(crate) fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port())
+        let scheme = match self.shared.options.tls {
+            ServerTls::Implicit(_) => "smtps",
+            _ => "smtp",
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
     /// Messages accepted with 2xx after the end of data, in order of acceptance.
@@ -355,6 +482,8 @@ struct Transaction {
     local: usize,
     mail_from: String,
     rcpt_to: Vec<String>,
+    /// RCPT and DATA were already buffered when MAIL was read.
+    pipelined: bool,
 }
 
 enum Line {
@@ -363,29 +492,122 @@ enum Line {
     Eof,
 }
 
+/// The server's side of a connection, in clear or encrypted.
+enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Nothing: reads end at once, writes fail (only while the socket is handed over).
+    Closed,
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::NotConnected)
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ServerStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ServerStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ServerStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ServerStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ServerStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
 struct Session {
     shared: Arc<Shared>,
     index: usize,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// Reads are buffered; writes go straight through to the stream.
+    stream: BufReader<ServerStream>,
+    tls: bool,
     transactions: usize,
     transaction: Option<Transaction>,
 }
 
 impl Session {
     fn new(shared: Arc<Shared>, index: usize, stream: TcpStream) -> Session {
-        let (read, writer) = stream.into_split();
         Session {
             shared,
             index,
-            reader: BufReader::with_capacity(64 * 1024, read),
-            writer,
+            stream: BufReader::with_capacity(64 * 1024, ServerStream::Plain(stream)),
+            tls: false,
             transactions: 0,
             transaction: None,
         }
     }
 
+    /// The TLS handshake on the plain connection; `false` if it failed, or if the client
+    /// sent more after STARTTLS before the handshake (those bytes must not be trusted).
+    async fn accept_tls(&mut self, config: Arc<rustls::ServerConfig>) -> bool {
+        if self.tls || !self.stream.buffer().is_empty() {
+            return false;
+        }
+        let taken = std::mem::replace(&mut self.stream, BufReader::new(ServerStream::Closed));
+        let ServerStream::Plain(tcp) = taken.into_inner() else {
+            return false;
+        };
+        match tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+            Ok(tls) => {
+                self.stream = BufReader::with_capacity(64 * 1024, ServerStream::Tls(Box::new(tls)));
+                self.tls = true;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     async fn run(mut self) {
+        if let ServerTls::Implicit(config) = self.shared.options.tls.clone() {
+            if !self.accept_tls(config).await {
+                return;
+            }
+        }
         let greeting = self.decide(
             Stage::Greeting,
             String::new(),
@@ -416,6 +638,7 @@ impl Session {
             let flow = match verb.to_ascii_uppercase().as_str() {
                 "EHLO" => self.ehlo(argument, true).await,
                 "HELO" => self.ehlo(argument, false).await,
+                "STARTTLS" => self.starttls(argument).await,
                 "AUTH" => self.auth(argument).await,
                 "MAIL" => self.mail(argument).await,
                 "RCPT" => self.rcpt(argument).await,
@@ -449,14 +672,55 @@ impl Session {
     async fn ehlo(&mut self, argument: String, extended: bool) -> Flow {
         self.transaction = None;
         let text = if extended {
-            format!(
-                "{SERVER_NAME}\nPIPELINING\n8BITMIME\nSMTPUTF8\nSIZE {MAX_MESSAGE_BYTES}\nAUTH PLAIN LOGIN"
-            )
+            let options = &self.shared.options;
+            let mut lines = vec![SERVER_NAME.to_owned()];
+            if options.pipelining {
+                lines.push("PIPELINING".into());
+            }
+            lines.extend(["8BITMIME".into(), "SMTPUTF8".into()]);
+            lines.push(format!("SIZE {MAX_MESSAGE_BYTES}"));
+            if matches!(options.tls, ServerTls::StartTls(_)) && !self.tls {
+                lines.push("STARTTLS".into());
+            }
+            if !options.auth.is_empty() {
+                lines.push(format!("AUTH {}", options.auth));
+            }
+            lines.join("\n")
         } else {
             SERVER_NAME.to_owned()
         };
         let decision = self.decide(Stage::Ehlo, argument, 250, text);
         self.perform(decision).await
+    }
+
+    async fn starttls(&mut self, argument: String) -> Flow {
+        let config = match &self.shared.options.tls {
+            ServerTls::StartTls(config) if !self.tls => Arc::clone(config),
+            _ => {
+                return self
+                    .raw_reply(502, "5.5.1 Error: command not implemented")
+                    .await
+            }
+        };
+        let decision = self.decide(
+            Stage::StartTls,
+            argument,
+            220,
+            "2.0.0 Ready to start TLS".into(),
+        );
+        let go = decision.code() == Some(220);
+        if let Flow::Stop = self.perform(decision).await {
+            return Flow::Stop;
+        }
+        if !go {
+            return Flow::Continue;
+        }
+        self.transaction = None;
+        if self.accept_tls(config).await {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
     }
 
     async fn auth(&mut self, argument: String) -> Flow {
@@ -521,6 +785,7 @@ impl Session {
                     mechanism,
                     username,
                     password,
+                    tls: self.tls,
                 });
                 (235, "2.7.0 Authentication successful")
             }
@@ -558,12 +823,14 @@ impl Session {
             (Some(_), None) => (250, "2.1.0 Ok"),
         };
         let argument = path.clone().unwrap_or(argument);
+        let pipelined = rcpt_and_data_follow(self.stream.buffer());
         // The event reports the new transaction, not a possibly still open one.
         self.transaction = Some(Transaction {
             global,
             local,
             mail_from: address_of(&argument),
             rcpt_to: Vec::new(),
+            pipelined,
         });
         let decision = self.decide(Stage::Mail, argument, code, text.into());
         if !decision.is_positive() || path.is_none() {
@@ -626,9 +893,13 @@ impl Session {
         let decision = self.decide(Stage::EndOfData, String::new(), code, text);
         let transaction = self.transaction.take();
         if decision.is_positive() {
-            let (mail_from, rcpt_to) = match transaction {
-                Some(transaction) => (transaction.mail_from, transaction.rcpt_to),
-                None => (String::new(), Vec::new()),
+            let (mail_from, rcpt_to, pipelined) = match transaction {
+                Some(transaction) => (
+                    transaction.mail_from,
+                    transaction.rcpt_to,
+                    transaction.pipelined,
+                ),
+                None => (String::new(), Vec::new(), false),
             };
             // Recorded before the reply goes out, so a client that saw 250 finds it.
             lock(&self.shared.received).push(Received {
@@ -636,6 +907,8 @@ impl Session {
                 mail_from,
                 rcpt_to,
                 data,
+                pipelined,
+                tls: self.tls,
             });
             self.shared.notify.notify_waiters();
         }
@@ -651,7 +924,7 @@ impl Session {
         let mut chunk = Vec::with_capacity(1024);
         loop {
             chunk.clear();
-            match (&mut self.reader)
+            match (&mut self.stream)
                 .take(DATA_CHUNK)
                 .read_until(b'\n', &mut chunk)
                 .await
@@ -680,7 +953,7 @@ impl Session {
 
     async fn read_line(&mut self, limit: u64) -> Line {
         let mut line = Vec::new();
-        match (&mut self.reader)
+        match (&mut self.stream)
             .take(limit)
             .read_until(b'\n', &mut line)
             .await
@@ -698,7 +971,7 @@ impl Session {
         // Skip the rest of the over-long line.
         loop {
             line.clear();
-            match (&mut self.reader)
+            match (&mut self.stream)
                 .take(limit)
                 .read_until(b'\n', &mut line)
                 .await
@@ -763,7 +1036,7 @@ impl Session {
             Resolved::Stall => {
                 // Swallow whatever the client sends until it gives up; the task is
                 // aborted if the server is dropped first.
-                let _ = tokio::io::copy(&mut self.reader, &mut tokio::io::sink()).await;
+                let _ = tokio::io::copy(&mut self.stream, &mut tokio::io::sink()).await;
                 Flow::Stop
             }
             Resolved::Garbage(bytes) => self.write(&bytes).await,
@@ -776,9 +1049,9 @@ impl Session {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Flow {
-        match self.writer.write_all(bytes).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
+        match self.stream.write_all(bytes).await {
+            Ok(()) if self.stream.flush().await.is_ok() => Flow::Continue,
+            _ => Flow::Stop,
         }
     }
 }
@@ -795,6 +1068,24 @@ fn format_reply(code: u16, text: &str) -> String {
         out.push_str(&format!("{code}{separator}{line}\r\n"));
     }
     out
+}
+
+/// Whether `buffered` (what follows a MAIL line) starts with a RCPT line and then a DATA
+/// line, both complete: the client sent them together with MAIL.
+fn rcpt_and_data_follow(buffered: &[u8]) -> bool {
+    let mut lines = buffered
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|line| line.ends_with(b"\n"));
+    let rcpt = lines
+        .next()
+        .and_then(|l| l.get(..5))
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"RCPT "));
+    let data = lines.next().is_some_and(|l| {
+        String::from_utf8_lossy(l)
+            .trim()
+            .eq_ignore_ascii_case("DATA")
+    });
+    rcpt && data
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {

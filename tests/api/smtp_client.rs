@@ -1,0 +1,339 @@
+//! Missive's own SMTP client against the scripted server: MAIL, RCPT and DATA pipelined in one
+//! group when PIPELINING is offered and one at a time when not (or after a HELO fallback), the
+//! first refusal of a pipelined group deciding the outcome, a server that answers DATA out of
+//! turn losing its connection, STARTTLS and implicit TLS with a private CA (`smtp.ca_file`), an
+//! untrusted certificate refused at the tls stage, and AUTH PLAIN and LOGIN over TLS.
+
+use crate::helpers::{signer, spawn_app_with, TestApp};
+use crate::smtp_server::{reply, Action, Event, Options, ScriptedSmtp, Stage, TestCa};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, sqlx::FromRow)]
+struct Attempt {
+    stage: Option<String>,
+    code: Option<i64>,
+    outcome: String,
+    reply: Option<String>,
+}
+
+async fn attempts(app: &TestApp) -> Vec<Attempt> {
+    sqlx::query_as("SELECT stage, code, outcome, reply FROM attempts ORDER BY id")
+        .fetch_all(&app.db().await)
+        .await
+        .unwrap()
+}
+
+/// An app sending through `server` on one connection, with extra settings; one signer's four
+/// letters queued.
+async fn app_with_letters(server: &ScriptedSmtp, extra: &[(&str, &str)]) -> TestApp {
+    let url = server.url();
+    let mut env = vec![
+        ("MISSIVE_SMTP__URL", url.as_str()),
+        ("MISSIVE_SMTP__CONNECTIONS", "1"),
+    ];
+    env.extend_from_slice(extra);
+    let app = spawn_app_with(&env).await;
+    app.sign(&signer("Ana", "Example", "ana@example.net"))
+        .await
+        .unwrap();
+    app
+}
+
+#[tokio::test]
+async fn mail_rcpt_and_data_go_out_in_one_group_when_the_server_offers_pipelining() {
+    let server = ScriptedSmtp::start().await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4);
+    let received = server.received();
+    assert_eq!(received.len(), 4);
+    assert!(
+        received.iter().all(|r| r.pipelined),
+        "every MAIL arrived with its RCPT and DATA"
+    );
+    assert_eq!(server.sessions(), 1);
+}
+
+#[tokio::test]
+async fn commands_go_one_at_a_time_when_the_server_does_not_offer_pipelining() {
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            pipelining: false,
+            ..Options::default()
+        },
+        |_| Action::Default,
+    )
+    .await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4);
+    let received = server.received();
+    assert!(
+        received.iter().all(|r| !r.pipelined),
+        "each command waited for its reply"
+    );
+    assert!(received.iter().all(|r| r.text().contains("Ana")));
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_know_ehlo_is_greeted_with_helo() {
+    // The first EHLO/HELO of each session is refused as unknown: that is the EHLO.
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&hellos);
+    let server = ScriptedSmtp::start_with(move |e: &Event| match e.stage {
+        Stage::Ehlo if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 => {
+            reply(502, "5.5.2 Error: command not recognized")
+        }
+        _ => Action::Default,
+    })
+    .await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4);
+    assert_eq!(hellos.load(Ordering::SeqCst), 2, "EHLO, then HELO");
+    assert!(
+        server.received().iter().all(|r| !r.pipelined),
+        "HELO gives no extensions, so no pipelining"
+    );
+}
+
+#[tokio::test]
+async fn the_first_refusal_in_a_pipelined_group_decides_and_the_connection_is_kept() {
+    // MAIL is refused; the RCPT and DATA sent with it are answered 503 by the server.
+    let server = ScriptedSmtp::start_with(|e: &Event| match e.stage {
+        Stage::Mail if e.transaction == 0 => reply(451, "4.3.0 Try again later"),
+        _ => Action::Default,
+    })
+    .await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!((summary.deferred, summary.sent), (1, 3));
+    let first = &attempts(&app).await[0];
+    assert_eq!(
+        (first.stage.as_deref(), first.code, first.outcome.as_str()),
+        (Some("mail"), Some(451), "deferred"),
+        "{first:?}"
+    );
+    assert!(first.reply.as_deref().unwrap().contains("Try again later"));
+    assert_eq!(
+        server.sessions(),
+        1,
+        "the replies owed were read, then RSET"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_recipient_without_pipelining_keeps_the_connection() {
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            pipelining: false,
+            ..Options::default()
+        },
+        |e: &Event| match e.stage {
+            Stage::Rcpt if e.transaction == 1 => reply(550, "5.1.1 No such user"),
+            _ => Action::Default,
+        },
+    )
+    .await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!((summary.failed, summary.sent), (1, 3));
+    assert_eq!(server.sessions(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_data_after_refusing_the_recipient_loses_the_connection() {
+    // A broken server: RCPT refused, yet 354 to the DATA pipelined after it. It now waits
+    // for a message; Missive sends none and drops the connection.
+    let server = ScriptedSmtp::start_with(|e: &Event| match e.stage {
+        Stage::Rcpt if e.transaction == 0 => reply(550, "5.1.1 No such user"),
+        Stage::Data => reply(354, "End data with <CR><LF>.<CR><LF>"),
+        _ => Action::Default,
+    })
+    .await;
+    let app = app_with_letters(&server, &[]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!((summary.failed, summary.sent), (1, 3));
+    let first = &attempts(&app).await[0];
+    assert_eq!(
+        (first.stage.as_deref(), first.code),
+        (Some("rcpt"), Some(550))
+    );
+    assert_eq!(
+        server.received().len(),
+        3,
+        "no message for the refused letter"
+    );
+    assert_eq!(
+        server.sessions(),
+        2,
+        "the untrusted connection was replaced"
+    );
+}
+
+#[tokio::test]
+async fn starttls_with_the_relays_ca_in_ca_file_encrypts_the_conversation() {
+    let ca = TestCa::new();
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            tls: ca.starttls(),
+            ..Options::default()
+        },
+        |_| Action::Default,
+    )
+    .await;
+    let ca_file = ca.ca_file().display().to_string();
+    let app = app_with_letters(
+        &server,
+        &[
+            ("MISSIVE_SMTP__STARTTLS", "required"),
+            ("MISSIVE_SMTP__CA_FILE", &ca_file),
+        ],
+    )
+    .await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4);
+    let received = server.received();
+    assert_eq!(received.len(), 4);
+    assert!(
+        received.iter().all(|r| r.tls),
+        "every message came over TLS"
+    );
+    assert!(
+        received.iter().all(|r| r.pipelined),
+        "pipelining holds inside TLS"
+    );
+    assert_eq!(server.sessions(), 1);
+}
+
+#[tokio::test]
+async fn implicit_tls_with_the_relays_ca_in_ca_file_sends() {
+    let ca = TestCa::new();
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            tls: ca.implicit(),
+            ..Options::default()
+        },
+        |_| Action::Default,
+    )
+    .await;
+    assert!(server.url().starts_with("smtps://"));
+    let ca_file = ca.ca_file().display().to_string();
+    let app = app_with_letters(&server, &[("MISSIVE_SMTP__CA_FILE", &ca_file)]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4);
+    assert!(server.received().iter().all(|r| r.tls));
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused_at_the_tls_stage_and_says_why() {
+    let ca = TestCa::new();
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            tls: ca.starttls(),
+            ..Options::default()
+        },
+        |_| Action::Default,
+    )
+    .await;
+    // No smtp.ca_file: the test CA is not among the public roots.
+    let app = app_with_letters(&server, &[("MISSIVE_SMTP__STARTTLS", "required")]).await;
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.deferred, 4);
+    assert!(server.received().is_empty(), "nothing was sent");
+    assert!(server.auths().is_empty());
+    for a in attempts(&app).await {
+        assert_eq!(
+            (a.stage.as_deref(), a.code, a.outcome.as_str()),
+            (Some("tls"), None, "deferred")
+        );
+        let reply = a.reply.unwrap();
+        assert!(
+            reply.contains("invalid peer certificate") && reply.contains("smtp.ca_file"),
+            "{reply}"
+        );
+    }
+}
+
+/// Sends one signer's letters over STARTTLS to a server offering the AUTH mechanisms `auth`,
+/// with credentials; returns the server.
+async fn send_with_auth(auth: &'static str) -> ScriptedSmtp {
+    let ca = TestCa::new();
+    let server = ScriptedSmtp::start_with_options(
+        Options {
+            tls: ca.starttls(),
+            auth,
+            ..Options::default()
+        },
+        |_| Action::Default,
+    )
+    .await;
+    let ca_file = ca.ca_file().display().to_string();
+    let app = app_with_letters(
+        &server,
+        &[
+            ("MISSIVE_SMTP__STARTTLS", "required"),
+            ("MISSIVE_SMTP__CA_FILE", &ca_file),
+            ("MISSIVE_SMTP__USERNAME", "letters@example.org"),
+            ("MISSIVE_SMTP__PASSWORD", "s3cret pass"),
+        ],
+    )
+    .await;
+    assert_eq!(app.send_all().await.sent, 4);
+    server
+}
+
+#[tokio::test]
+async fn auth_plain_over_tls_presents_the_credentials() {
+    let server = send_with_auth("PLAIN LOGIN").await;
+
+    let auths = server.auths();
+    assert_eq!(auths.len(), 1, "one login for the one connection");
+    let a = &auths[0];
+    assert_eq!(
+        (
+            a.mechanism.as_str(),
+            a.username.as_str(),
+            a.password.as_str()
+        ),
+        ("PLAIN", "letters@example.org", "s3cret pass")
+    );
+    assert!(a.tls, "the credentials went over TLS");
+}
+
+#[tokio::test]
+async fn auth_login_over_tls_when_plain_is_not_offered() {
+    let server = send_with_auth("LOGIN").await;
+
+    let auths = server.auths();
+    assert_eq!(auths.len(), 1);
+    let a = &auths[0];
+    assert_eq!(
+        (
+            a.mechanism.as_str(),
+            a.username.as_str(),
+            a.password.as_str()
+        ),
+        ("LOGIN", "letters@example.org", "s3cret pass")
+    );
+    assert!(a.tls);
+}
