@@ -44,9 +44,9 @@ const MIN_WORD_TEXT: usize = 12;
 /// angle bracket (none does once parsed), or when the Message-ID cannot fit on a line.
 pub fn build_message(letter: &Letter, message_id: &str) -> Result<Vec<u8>, MailerError> {
     check_message_id(message_id)?;
-    for address in [&letter.from_address, &letter.reply_to, &letter.recipient] {
-        check_address(address)?;
-    }
+    check_address("From", &letter.from_address)?;
+    check_address("Reply-To", &letter.reply_to)?;
+    check_address("To", &letter.recipient)?;
 
     let text = letter.body_text.as_bytes();
     let html = letter.body_html.as_deref().map(str::as_bytes);
@@ -118,16 +118,16 @@ fn check_message_id(id: &str) -> Result<(), MailerError> {
     Ok(())
 }
 
-/// `EmailAddress` never holds these; checked again because a header depends on it.
-fn check_address(address: &EmailAddress) -> Result<(), MailerError> {
+/// `EmailAddress` never holds these; checked again because a header depends on it. The error
+/// names the field, not the address (a signer's address is not for logs).
+fn check_address(field: &str, address: &EmailAddress) -> Result<(), MailerError> {
     let bad = address
         .as_str()
         .bytes()
         .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>');
     if bad {
         Err(MailerError::Build(format!(
-            "the address `{}` holds a control character, white space or an angle bracket",
-            address.as_str().escape_debug()
+            "the {field} address holds a control character, white space or an angle bracket"
         )))
     } else {
         Ok(())
@@ -249,30 +249,26 @@ fn whole_chars(s: &str, max: usize) -> usize {
 /// address when there is no name.
 fn mailbox_header(out: &mut Vec<u8>, field: &[u8], name: &str, address: &EmailAddress) {
     let mut f = Field::new(out, field);
-    let name = OneLine(name);
+    let name = one_line(name);
     if name.is_empty() {
         f.token(address.as_str().as_bytes());
         f.end();
         return;
     }
-    let quoted_len = name.quoted_len();
-    if name.quotable() && quoted_len <= f.room() {
+    // A quoted-string: quotes, and a backslash before `"` and `\`.
+    let quoted_len = 2 + name.len() + name.bytes().filter(|&b| b == b'"' || b == b'\\').count();
+    if is_printable_ascii(&name) && !name.contains("=?") && quoted_len <= f.room() {
         f.begin(quoted_len);
         f.out.push(b'"');
-        name.for_each_word(|i, word| {
-            if i > 0 {
-                f.out.push(b' ');
+        for b in name.bytes() {
+            if b == b'"' || b == b'\\' {
+                f.out.push(b'\\');
             }
-            for &b in word.as_bytes() {
-                if b == b'"' || b == b'\\' {
-                    f.out.push(b'\\');
-                }
-                f.out.push(b);
-            }
-        });
+            f.out.push(b);
+        }
         f.out.push(b'"');
     } else {
-        f.encoded_words(&name.collapsed());
+        f.encoded_words(&name);
     }
     let address = address.as_str().as_bytes();
     f.begin(address.len() + 2);
@@ -286,83 +282,52 @@ fn mailbox_header(out: &mut Vec<u8>, field: &[u8], name: &str, address: &EmailAd
 /// else encoded-words.
 fn subject_header(out: &mut Vec<u8>, subject: &str) {
     let mut f = Field::new(out, b"Subject");
-    let subject = OneLine(subject);
+    let subject = one_line(subject);
     let first_room = f.room();
-    let mut plain = subject.is_ascii_printable() && !subject.0.contains("=?");
-    subject.for_each_word(|i, word| {
-        let room = if i == 0 { first_room } else { HEADER_LINE - 1 };
-        plain &= word.len() <= room;
-    });
+    let plain = is_printable_ascii(&subject)
+        && !subject.contains("=?")
+        && subject
+            .split(' ')
+            .enumerate()
+            .all(|(i, word)| word.len() <= if i == 0 { first_room } else { HEADER_LINE - 1 });
     if plain {
-        subject.for_each_word(|_, word| f.token(word.as_bytes()));
-    } else if !subject.is_empty() {
-        f.encoded_words(&subject.collapsed());
+        for word in subject.split(' ').filter(|w| !w.is_empty()) {
+            f.token(word.as_bytes());
+        }
+    } else {
+        f.encoded_words(&subject);
     }
     f.end();
 }
 
-/// A display name or subject seen as its white-space separated words: runs of white space (CR
-/// and LF included) count as one space, and none at either end.
-#[derive(Clone, Copy)]
-struct OneLine<'a>(&'a str);
-
-impl<'a> OneLine<'a> {
-    fn for_each_word(&self, mut f: impl FnMut(usize, &str)) {
-        for (i, word) in self.0.split_whitespace().enumerate() {
-            f(i, word);
+/// `s` with each run of white space (CR and LF included) made one space, and none at either
+/// end: a display name or subject as it is written. Borrowed when it is that already.
+fn one_line(s: &str) -> Cow<'_, str> {
+    // Only these bytes can start white space (Unicode White_Space: U+0009-000D, U+0020, U+0085,
+    // U+00A0, U+1680, U+2000-200A, U+2028, U+2029, U+202F, U+205F, U+3000).
+    let maybe_space = |b: u8| matches!(b, b'\t'..=b'\r' | b' ' | 0xc2 | 0xe1 | 0xe2 | 0xe3);
+    let bytes = s.as_bytes();
+    let simple = !s.ends_with(' ')
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| !maybe_space(b) || b == b' ' && i > 0 && bytes[i - 1] != b' ');
+    if simple {
+        return Cow::Borrowed(s);
+    }
+    let mut joined = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !joined.is_empty() {
+            joined.push(' ');
         }
+        joined.push_str(word);
     }
+    Cow::Owned(joined)
+}
 
-    fn is_empty(&self) -> bool {
-        self.0.split_whitespace().next().is_none()
-    }
-
-    /// The words joined by single spaces; borrowed when the text is that already.
-    fn collapsed(&self) -> Cow<'a, str> {
-        let s = self.0;
-        let mut previous_space = true;
-        let already = s.chars().all(|c| {
-            let ok = !c.is_whitespace() || c == ' ' && !previous_space;
-            previous_space = c == ' ';
-            ok
-        }) && !s.ends_with(' ');
-        if already {
-            return Cow::Borrowed(s);
-        }
-        let mut joined = String::with_capacity(s.len());
-        self.for_each_word(|i, word| {
-            if i > 0 {
-                joined.push(' ');
-            }
-            joined.push_str(word);
-        });
-        Cow::Owned(joined)
-    }
-
-    fn is_ascii_printable(&self) -> bool {
-        // White space other than runs of spaces is collapsed away; anything else must be
-        // printable ASCII.
-        self.0
-            .split_whitespace()
-            .all(|w| w.bytes().all(|b| (b'!'..=b'~').contains(&b)))
-    }
-
-    /// Whether it can be written as a quoted-string. `=?` is left to encoded-words, as some
-    /// readers decode encoded-words even inside quotes.
-    fn quotable(&self) -> bool {
-        self.is_ascii_printable() && !self.0.contains("=?")
-    }
-
-    /// The length of the quoted-string: quotes, single spaces and a backslash before `"` and `\`.
-    fn quoted_len(&self) -> usize {
-        let mut len = 2;
-        self.for_each_word(|i, word| {
-            len += usize::from(i > 0)
-                + word.len()
-                + word.bytes().filter(|&b| b == b'"' || b == b'\\').count();
-        });
-        len
-    }
+/// Whether every byte of `s` is printable ASCII or a space.
+fn is_printable_ascii(s: &str) -> bool {
+    s.bytes().all(|b| (b' '..=b'~').contains(&b))
 }
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -447,67 +412,101 @@ fn part_headers(out: &mut Vec<u8>, mime: &[u8], seven_bit: bool) {
     });
 }
 
-/// The lines of `body` without their line breaks (`\n` or `\r\n`), each with whether a line
-/// break ended it. An empty body has no lines; a body ending with a line break has no empty last
-/// line. A CR not followed by LF stays in its line.
-struct Lines<'a>(&'a [u8]);
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = (&'a [u8], bool);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
+/// How many bytes at the start of `bytes` are printable ASCII (space included) other than `=`:
+/// the bytes both encodings copy as they are, away from a line's ends. Eight bytes at a time.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(word);
+        // A byte below 0x20, above 0x7e, or equal to `=` (Hacker's Delight / "bit twiddling
+        // hacks" hasless, hasmore and haszero; exact as a whole-word test).
+        let below = x.wrapping_sub(ONES * 0x20) & !x;
+        // (hasmore adds 127 - 0x7e, that is 1, to every byte.)
+        let above = x.wrapping_add(ONES) | x;
+        let eq = x ^ (ONES * u64::from(b'='));
+        let equals = eq.wrapping_sub(ONES) & !eq;
+        if (below | above | equals) & HIGHS != 0 {
+            break;
         }
-        match self.0.iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                let line = &self.0[..at];
-                self.0 = &self.0[at + 1..];
-                Some((line.strip_suffix(b"\r").unwrap_or(line), true))
-            }
-            None => Some((std::mem::take(&mut self.0), false)),
-        }
+        n += 8;
     }
+    n + bytes[n..]
+        .iter()
+        .take_while(|&&b| PLAIN[usize::from(b)])
+        .count()
 }
 
-/// Whether `body` can go as it is (7bit): short lines of printable ASCII and tabs, none
-/// starting with `.` or `From `, none ending in white space, no bare CR, and no `=_` (which
-/// every multipart boundary starts with).
-fn is_plain_7bit(body: &[u8]) -> bool {
-    Lines(body).all(|(line, _)| {
-        line.len() <= QP_LINE
-            && !line.starts_with(b".")
-            && !line.starts_with(b"From ")
-            && !line.ends_with(b" ")
-            && !line.ends_with(b"\t")
-            && line.iter().all(|&b| SEVEN_BIT[usize::from(b)])
-            && !line.windows(2).any(|w| w == b"=_")
-    })
-}
-
-fn write_7bit(out: &mut Vec<u8>, body: &[u8]) {
-    for (line, ended) in Lines(body) {
-        out.extend_from_slice(line);
-        if ended {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// Bytes a 7bit line may hold.
-static SEVEN_BIT: [bool; 256] = {
+/// Printable ASCII and space, but `=`: what [`plain_prefix`] accepts.
+static PLAIN: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = b' ';
     while b <= b'~' {
         t[b as usize] = true;
         b += 1;
     }
-    t[b'\t' as usize] = true;
+    t[b'=' as usize] = false;
     t
 };
 
-/// Bytes quoted-printable writes as they are anywhere in a line: printable ASCII but `=`.
-/// Space and tab are literal except at the end of a line; `.` except at the start of one.
+/// Where the line break at `body[i]` ends, if there is one there (`\n` or `\r\n`).
+fn line_break_at(body: &[u8], i: usize) -> Option<usize> {
+    match body.get(i) {
+        Some(b'\n') => Some(i + 1),
+        Some(b'\r') if body.get(i + 1) == Some(&b'\n') => Some(i + 2),
+        _ => None,
+    }
+}
+
+/// Whether `body` can go as it is (7bit): lines of at most 76 octets of printable ASCII and
+/// tabs, none starting with `.` or `From `, none ending in white space, no bare CR, and no `=_`
+/// (which every multipart boundary starts with).
+fn is_plain_7bit(body: &[u8]) -> bool {
+    let line_ok = |start: usize, end: usize| {
+        end - start <= QP_LINE && (end == start || !matches!(body[end - 1], b' ' | b'\t'))
+    };
+    let mut line_start = 0;
+    let mut i = 0;
+    loop {
+        if i == line_start && (body[i..].starts_with(b".") || body[i..].starts_with(b"From ")) {
+            return false;
+        }
+        i += plain_prefix(&body[i..]);
+        if let Some(next) = line_break_at(body, i) {
+            if !line_ok(line_start, i) {
+                return false;
+            }
+            line_start = next;
+            i = next;
+            continue;
+        }
+        match body.get(i) {
+            None => return line_ok(line_start, i),
+            Some(b'\t') => i += 1,
+            Some(b'=') if body.get(i + 1) != Some(&b'_') => i += 1,
+            Some(_) => return false,
+        }
+    }
+}
+
+/// Writes a body [`is_plain_7bit`] accepted, each line break as CRLF.
+fn write_7bit(out: &mut Vec<u8>, body: &[u8]) {
+    let mut rest = body;
+    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+        let line = &rest[..at];
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Bytes quoted-printable writes as they are wherever they are in a line: printable ASCII but
+/// `=`. Space and tab are literal except at the end of a line; `.` except at the start of one.
 static QP_LITERAL: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = b'!';
@@ -521,49 +520,75 @@ static QP_LITERAL: [bool; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Writes `body` quoted-printable, each line break as CRLF. Returns whether the last line was
+/// Writes `body` quoted-printable, each line break (`\n` or `\r\n`) as CRLF, a CR alone as
+/// `=0D`. Soft line breaks keep every line within 76 octets. Returns whether the last line was
 /// left open (the body did not end with a line break); with `soft_end`, room is kept on that
 /// line for the soft line break the caller will add.
 fn write_qp(out: &mut Vec<u8>, body: &[u8], soft_end: bool) -> bool {
-    let mut open = false;
-    for (line, ended) in Lines(body) {
-        write_qp_line(out, line, ended || !soft_end);
-        if ended {
-            out.extend_from_slice(b"\r\n");
-        }
-        open = !ended;
-    }
-    open
-}
-
-/// One line without its line break. Soft line breaks keep every output line within 76 octets;
-/// `hard_end` says the line's end is a line break (or a boundary), so its last byte may take
-/// the 76th column rather than leaving it to a soft break.
-fn write_qp_line(out: &mut Vec<u8>, line: &[u8], hard_end: bool) {
     let mut column = 0;
     let mut i = 0;
-    while i < line.len() {
-        let b = line[i];
-        let last = i + 1 == line.len();
+    while i < body.len() {
+        // The common case, copied in one go: bytes that go as they are, up to the last column
+        // before a soft break. Never at the start of an output line (`.` and `F` need a look
+        // there) nor the last byte of a line (white space there is encoded, and it may take the
+        // 76th column): those take the byte-by-byte way below.
+        if column != 0 {
+            let room = (QP_LINE - 1).saturating_sub(column);
+            let window = &body[i..body.len().min(i + room)];
+            let mut run = plain_prefix(window);
+            if run > 0 && (i + run == body.len() || line_break_at(body, i + run).is_some()) {
+                run -= 1;
+            }
+            out.extend_from_slice(&body[i..i + run]);
+            column += run;
+            i += run;
+        }
+        // Bytes encoded wherever they are (UTF-8 sequences, `=`), while they fit before a
+        // soft break: no look at the line's ends is needed.
+        while column + 3 < QP_LINE {
+            match body.get(i) {
+                Some(&b) if b >= 0x80 || b == b'=' => {
+                    out.extend_from_slice(&[
+                        b'=',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 15)],
+                    ]);
+                    column += 3;
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        if i == body.len() {
+            break;
+        }
+        if let Some(next) = line_break_at(body, i) {
+            out.extend_from_slice(b"\r\n");
+            column = 0;
+            i = next;
+            continue;
+        }
+        let b = body[i];
+        let ends_line = || i + 1 == body.len() || line_break_at(body, i + 1).is_some();
         let literal = match b {
             // White space at the end of a line would be lost in transport.
-            b' ' | b'\t' => !last,
+            b' ' | b'\t' => !ends_line(),
             // A `.` opening a line is SMTP's end of data; `From ` is mbox's new message.
             b'.' => column != 0,
-            b'F' => column != 0 || !line[i + 1..].starts_with(b"rom "),
+            b'F' => column != 0 || !body[i + 1..].starts_with(b"rom "),
             _ => QP_LITERAL[usize::from(b)],
         };
         let width = if literal { 1 } else { 3 };
-        let limit = if last && hard_end {
-            QP_LINE
-        } else {
-            QP_LINE - 1
-        };
-        if column + width > limit {
-            out.extend_from_slice(b"=\r\n");
-            column = 0;
-            // Looked at again: at the start of a line, `.` and `F` change.
-            continue;
+        if column + width >= QP_LINE {
+            // Only the last byte of a line may take the 76th column, and not when a soft break
+            // follows it.
+            let hard_end = ends_line() && (i + 1 < body.len() || !soft_end);
+            if !hard_end || column + width > QP_LINE {
+                out.extend_from_slice(b"=\r\n");
+                column = 0;
+                // Looked at again: at the start of a line, `.` and `F` change.
+                continue;
+            }
         }
         if literal {
             out.push(b);
@@ -573,6 +598,7 @@ fn write_qp_line(out: &mut Vec<u8>, line: &[u8], hard_end: bool) {
         column += width;
         i += 1;
     }
+    !body.is_empty() && !body.ends_with(b"\n")
 }
 
 /// A multipart boundary that cannot occur in a quoted-printable body (`=_` never does there,
@@ -869,6 +895,30 @@ mod tests {
             .contains("\r\nMessage-ID: <0190a1b2@société.example>\r\n"));
     }
 
+    #[test]
+    fn the_date_is_rfc_5322_with_two_digit_days() {
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        for (when, expected) in [
+            ("2026-03-03T09:05:07Z", "Tue, 03 Mar 2026 09:05:07 +0000"),
+            ("1999-12-31T23:59:59Z", "Fri, 31 Dec 1999 23:59:59 +0000"),
+        ] {
+            let mut out = Vec::new();
+            write_date(&mut out, at(when));
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn mailparse_reads_the_date_back(seconds in 0i64..253_402_300_800) {
+            let when = chrono::DateTime::from_timestamp(seconds, 0).unwrap();
+            let mut out = Vec::new();
+            write_date(&mut out, when);
+            let text = String::from_utf8(out).unwrap();
+            prop_assert_eq!(mailparse::dateparse(&text).unwrap(), seconds, "{}", text);
+        }
+    }
+
     // ---- the property: mailparse reads back exactly what the letter says ------------------
 
     fn one_line(s: &str) -> String {
@@ -1041,7 +1091,7 @@ mod tests {
             1 => prop::sample::select(vec![
                 "  ", "\t", "\"", "\\", "\\\"", "=", "=?", "?=", "=?utf-8?b?QQ==?=", "=_", "<",
                 ">", ",", ";", ":", "(", ")", "@", "é", "Núñez", "😀", "北京市", "ß", "\u{a0}",
-                "Ω", "\u{301}",
+                "Ω", "\u{301}", "\u{3000}", "\u{2028}", "\u{85}", "\u{200b}", "\u{1680}", "\u{202f}",
             ])
             .prop_map(str::to_owned),
             1 => "[a-z]{60,130}",
@@ -1069,8 +1119,26 @@ mod tests {
         .prop_map(|v| v.concat())
     }
 
-    fn body() -> impl Strategy<Value = String> {
+    fn any_body() -> impl Strategy<Value = String> {
         prop::collection::vec(line_piece(), 0..60).prop_map(|v| v.concat())
+    }
+
+    /// Short ASCII lines, so that 7bit is often possible and its rules are put to the test.
+    fn ascii_body() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => "[a-zA-Z0-9,;:!?'\"()<>-]{1,12}",
+            3 => Just(" ".to_owned()),
+            2 => prop::sample::select(vec![
+                "\n", "\r\n", "\n.", ".", "\nFrom ", "From ", " \n", "\t", "\t\n", "=", "=_",
+                "\r", "\n\n",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        prop::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![any_body(), ascii_body()]
     }
 
     fn address() -> impl Strategy<Value = EmailAddress> {
@@ -1081,6 +1149,53 @@ mod tests {
             "a.b-c@sub.example.co.uk",
         ])
         .prop_map(|a| EmailAddress::parse(a).unwrap())
+    }
+
+    /// `is_plain_7bit` as plainly as it can be said, line by line.
+    fn plain_7bit_by_lines(body: &[u8]) -> bool {
+        let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+        let last = lines.len() - 1;
+        lines.iter().enumerate().all(|(n, line)| {
+            // A CR belongs to the line break only when a LF follows it.
+            let line = if n < last {
+                line.strip_suffix(b"\r").unwrap_or(line)
+            } else {
+                line
+            };
+            line.len() <= 76
+                && !line.starts_with(b".")
+                && !line.starts_with(b"From ")
+                && !line.ends_with(b" ")
+                && !line.ends_with(b"\t")
+                && line
+                    .iter()
+                    .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+                && !line.windows(2).any(|w| w == b"=_")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn plain_prefix_stops_at_the_first_byte_not_copied_as_it_is(
+            bytes in prop::collection::vec(prop_oneof![
+                8 => b' '..=b'~',
+                1 => any::<u8>(),
+            ], 0..40)
+        ) {
+            let expected = bytes
+                .iter()
+                .take_while(|&&b| (b' '..=b'~').contains(&b) && b != b'=')
+                .count();
+            prop_assert_eq!(plain_prefix(&bytes), expected);
+        }
+
+        #[test]
+        fn the_7bit_test_agrees_with_its_line_by_line_definition(body in body()) {
+            prop_assert_eq!(
+                is_plain_7bit(body.as_bytes()),
+                plain_7bit_by_lines(body.as_bytes())
+            );
+        }
     }
 
     proptest! {
