@@ -69,10 +69,17 @@ fn start_sink(dir: &Path) -> Option<Sink> {
     Some(Sink { child, port, dump })
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+/// The first header field called `name` in `msg` (LF line endings), unfolded: a line break
+/// followed by white space is removed (RFC 5322 2.2.3), so a folded `To` reads as one line.
+fn header(msg: &str, name: &str) -> Option<String> {
+    let head = msg.split("\n\n").next()?;
+    let mut lines = head.lines();
+    let first = lines.find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))?;
+    let mut value = first.to_owned();
+    for continuation in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        value.push_str(continuation);
+    }
+    Some(value)
 }
 
 #[tokio::test]
