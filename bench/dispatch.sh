@@ -29,7 +29,7 @@ make_signers "$WORK/signers.csv" "$N"
 start_sink
 use_scratch_settings
 export MISSIVE_SMTP__CONNECTIONS="$CONNS"
-export MISSIVE_SENDING__CLAIM_BATCH=1024
+export MISSIVE_SENDING__CLAIM_BATCH=256
 
 machine_facts
 echo "dispatch: $N signers x 3 targets = $((N * 3)) letters, $CONNS SMTP connections"
