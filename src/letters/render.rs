@@ -325,7 +325,8 @@ impl Campaign {
         let lang = self.letter_language_for(input.signer.language.as_ref(), input.target);
         let t = self.lang_templates(lang);
         let target = input.target;
-        let ctx = json!({
+        // One context for the three templates (`render` would copy a `Value` each time).
+        let ctx = Context::from(json!({
             "signer": signer_json(input.signer),
             "target": {
                 "id": target.id.as_str(),
@@ -338,19 +339,19 @@ impl Campaign {
             "campaign": { "slug": self.slug.as_str(), "title": self.text(lang).title },
             "organisation": { "name": self.organisation.name },
             "letter": { "language": lang.as_str(), "date": format_date(input.today, lang) },
-        });
+        }));
         let subject = one_line(
             &t.text
-                .render(SUBJECT, &ctx)
+                .render_with_context(SUBJECT, &ctx)
                 .map_err(|e| self.render_error(lang, "subject", e))?,
         );
         let body_text = t
             .text
-            .render(BODY_TEXT, &ctx)
+            .render_with_context(BODY_TEXT, &ctx)
             .map_err(|e| self.render_error(lang, "body.txt", e))?;
         let body_html = match &t.html {
             Some(html) => Some(
-                html.render(BODY_HTML, &ctx)
+                html.render_with_context(BODY_HTML, &ctx)
                     .map_err(|e| self.render_error(lang, "body.html", e))?,
             ),
             None => None,
@@ -396,21 +397,21 @@ impl Campaign {
                 message: "no confirm_subject.hbs / confirm_body.txt.hbs for this language".into(),
             });
         }
-        let ctx = json!({
+        let ctx = Context::from(json!({
             "signer": signer_json(signer),
             "campaign": { "slug": self.slug.as_str(), "title": self.text(lang).title },
             "organisation": { "name": self.organisation.name },
             "letter": { "language": lang.as_str(), "date": format_date(today, lang) },
             "confirm_url": confirm_url,
-        });
+        }));
         let subject = one_line(
             &t.text
-                .render(CONFIRM_SUBJECT, &ctx)
+                .render_with_context(CONFIRM_SUBJECT, &ctx)
                 .map_err(|e| self.render_error(lang, CONFIRM_SUBJECT, e))?,
         );
         let body_text = t
             .text
-            .render(CONFIRM_BODY, &ctx)
+            .render_with_context(CONFIRM_BODY, &ctx)
             .map_err(|e| self.render_error(lang, CONFIRM_BODY, e))?;
         Ok(ConfirmationDraft {
             subject,
