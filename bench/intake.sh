@@ -79,7 +79,7 @@ run() { # MODE, then the script's arguments after RUN
   local cpu_before cpu_after
   cpu_before=$(cpu_ticks "$SERVER_PID")
   if [ -n "${PROFILE:-}" ]; then
-    perf record -F 499 -g -o "$WORK/perf-$mode.data" -p "$SERVER_PID" 2>"$WORK/perf-$mode.log" &
+    perf record -F 499 ${PERF_CALLGRAPH:--g} -o "$WORK/perf-$mode.data" -p "$SERVER_PID" 2>"$WORK/perf-$mode.log" &
     perf_pid=$!
     track "$perf_pid"
   fi

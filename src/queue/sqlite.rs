@@ -2,8 +2,10 @@
 //! turn. The sending path and imports write through one dedicated connection (`writer`); reads,
 //! reports and organiser commands use the pool. Every write transaction begins with a write, so
 //! it takes the write lock at once and never fails half-way on a stale read snapshot. Batches
-//! travel as one JSON array bound to a single parameter and read with `json_each`, so a
-//! statement's text never depends on the batch size.
+//! of ids travel as one JSON array bound to a single parameter and read with `json_each`;
+//! batches of rows (signatures, letters and their texts, attempts and their results) go in
+//! multi-row statements of a few fixed sizes, their values bound as they are, never escaped
+//! into JSON and parsed back.
 
 use super::{
     AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature, QueueError,
@@ -42,10 +44,11 @@ fn state_of(s: &str) -> LetterState {
     s.parse().unwrap_or(LetterState::Failed)
 }
 
-/// The statement moving a batch of letters on after their attempts (`?1`: the JSON array built
-/// by `record_attempts`, `?2`: now, `?3`: the round). Each row is fenced by its lease token and
-/// by the states its next state may be reached from, per `LetterState::sources_sql`; built once.
-fn record_update_sql() -> &'static str {
+/// The end of the statement moving a batch of letters on after their attempts: it follows the
+/// rows of `r` (`WITH r (...) AS (VALUES ...`), then binds the time. Each row is fenced by its
+/// lease token and by the states its next state may be reached from, per
+/// `LetterState::sources_sql`; built once.
+fn record_update_tail() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         let fences: String = LetterState::ALL
@@ -60,21 +63,47 @@ fn record_update_sql() -> &'static str {
             })
             .collect();
         format!(
-            "UPDATE letters
+            ")
+             UPDATE letters
                 SET state = r.state, next_attempt_at = r.next_at, sent_at = r.sent_at,
                     last_code = r.code, last_enhanced_code = r.enhanced_code,
-                    last_reply = r.reply, updated_at = ?2,
+                    last_reply = r.reply, updated_at = ?,
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-               FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 6 AS state,
-                            value ->> 8 AS code, value ->> 9 AS enhanced_code,
-                            value ->> 10 AS reply, value ->> '$[11][0]' AS next_at,
-                            value ->> '$[11][1]' AS sent_at
-                       FROM json_each(?1)
-                      WHERE value ->> '$[11][2]' = ?3) AS r
+               FROM r
               WHERE letters.id = r.id AND letters.lease_token = r.token
                 AND CASE r.state{fences} ELSE 0 END"
         )
     })
+}
+
+/// Rows in one multi-row INSERT at most.
+const MAX_ROWS: usize = 64;
+
+/// The statement sizes `n` rows go in: as many of `MAX_ROWS` as fit, then the powers of two
+/// that make up the rest, largest first, so a table is written with one of seven statement
+/// texts whatever the batch (each prepared once and kept in the connection's cache).
+fn row_chunks(n: usize) -> impl Iterator<Item = usize> {
+    let rest = n % MAX_ROWS;
+    std::iter::repeat_n(MAX_ROWS, n / MAX_ROWS).chain(
+        (0..MAX_ROWS.trailing_zeros())
+            .rev()
+            .map(|bit| 1 << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
+/// `head`, `rows` copies of `row` separated by commas, then `tail`.
+fn multi_row_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + (row.len() + 2) * rows + tail.len());
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sql
 }
 
 impl SqliteQueue {
@@ -102,12 +131,16 @@ impl SqliteQueue {
             .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(connect_err)?;
         MIGRATOR.run(&pool).await?;
+        // A file connection does not go stale between uses: no ping before each one (a round
+        // trip to the connection's thread before every transaction of the sending path).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(connect_err)?;
@@ -138,107 +171,104 @@ impl SqliteQueue {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // The batch goes in as two JSON arrays (signatures, then their letters): a handful of
-        // statements per batch rather than one per row.
-        let signatures: Vec<_> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, sig)| {
+        let mut tx = self.writer.begin().await?;
+        // Multi-row INSERTs with bound values: a handful of statements per batch rather than
+        // one per row, and the texts (letters of several KB) bound as they are, never escaped
+        // into JSON and parsed back. Strings are bound as `&str`: sqlx borrows those, where a
+        // `&String` would be copied. Signatures go in batch order, so of two rows for one
+        // signer in a batch the first is the one kept.
+        let mut created = std::collections::HashSet::with_capacity(batch.len());
+        let mut rest = batch.iter().enumerate();
+        for rows in row_chunks(batch.len()) {
+            let sql = multi_row_sql(
+                "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
+                    last_name, city, postal_code, country, language, message, source, created_at,
+                    consent_contact, referrer) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+                " ON CONFLICT (campaign, email_normalized) DO NOTHING RETURNING public_id",
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for (i, sig) in rest.by_ref().take(rows) {
                 let s = &sig.signer;
                 let d = details.get(i);
-                (
-                    &sig.public_id,
-                    &sig.campaign,
-                    s.email.as_str(),
-                    s.email.normalized(),
-                    s.first_name.as_str(),
-                    s.last_name.as_str(),
-                    s.city.as_deref(),
-                    s.postal_code.as_deref(),
-                    s.country.as_deref(),
-                    s.language.as_ref().map(|l| l.as_str()),
-                    s.message.as_deref(),
-                    sig.source.as_str(),
-                    d.is_some_and(|d| d.consent_contact),
-                    d.and_then(|d| d.referrer.as_deref()),
-                )
-            })
-            .collect();
-        let signatures = serde_json::to_string(&signatures).expect("signatures serialise");
-        let mut tx = self.writer.begin().await?;
-        // In file order, so of two rows for one signer in a batch the first is the one kept.
-        let created: std::collections::HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-                last_name, city, postal_code, country, language, message, source, created_at,
-                consent_contact, referrer)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ?2,
-                value ->> 12, value ->> 13
-               FROM json_each(?1) WHERE true ORDER BY key
-             ON CONFLICT (campaign, email_normalized) DO NOTHING
-             RETURNING public_id",
-        )
-        .bind(&signatures)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let letters: Vec<_> = batch
+                query = query
+                    .bind(sig.public_id.as_str())
+                    .bind(sig.campaign.as_str())
+                    .bind(s.email.as_str())
+                    .bind(s.email.normalized())
+                    .bind(s.first_name.as_str())
+                    .bind(s.last_name.as_str())
+                    .bind(s.city.as_deref())
+                    .bind(s.postal_code.as_deref())
+                    .bind(s.country.as_deref())
+                    .bind(s.language.as_ref().map(|l| l.as_str()))
+                    .bind(s.message.as_deref())
+                    .bind(sig.source.as_str())
+                    .bind(now)
+                    .bind(d.is_some_and(|d| d.consent_contact))
+                    .bind(d.and_then(|d| d.referrer.as_deref()));
+            }
+            created.extend(query.fetch_all(&mut *tx).await?);
+        }
+        let letters: Vec<(&NewSignature, &crate::queue::NewLetter)> = batch
             .iter()
             .filter(|sig| created.contains(&sig.public_id))
             .flat_map(|sig| sig.letters.iter().map(move |l| (sig, l)))
-            .map(|(sig, l)| {
-                let letter = &l.letter;
-                (
-                    &sig.public_id,
-                    &sig.campaign,
-                    &letter.target_id,
-                    letter.recipient.as_str(),
-                    &letter.recipient_name,
-                    letter.recipient.domain(),
-                    &letter.from_name,
-                    letter.from_address.as_str(),
-                    letter.reply_to.as_str(),
-                    letter.language.as_str(),
-                    &letter.subject,
-                    &letter.body_text,
-                    (
-                        letter.body_html.as_deref(),
-                        &letter.template_hash,
-                        &l.message_id,
-                    ),
-                )
-            })
             .collect();
-        // In slices, so the JSON text (and SQLite's parse of it) stays small whatever the batch.
-        for chunk in letters.chunks(128) {
-            let letters = serde_json::to_string(chunk).expect("letters serialise");
-            sqlx::query(
+        let mut rest = letters.iter();
+        for rows in row_chunks(letters.len()) {
+            let sql = multi_row_sql(
                 "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
-                    recipient_domain, from_name, from_address, reply_to, language,
-                    template_hash, message_id, state, attempts,
-                    next_attempt_at, queued_at, created_at, updated_at)
-                 SELECT s.id, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-                    j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
-                    j.value ->> '$[12][1]', j.value ->> '$[12][2]', 'queued', 0, ?2, ?2, ?2, ?2
-                   FROM json_each(?1) AS j
-                   JOIN signatures AS s ON s.public_id = j.value ->> 0
-                  ORDER BY j.key",
-            )
-            .bind(&letters)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html)
-                 SELECT l.id, j.value ->> 10, j.value ->> 11, j.value ->> '$[12][0]'
-                   FROM json_each(?1) AS j
-                   JOIN letters AS l ON l.message_id = j.value ->> '$[12][2]'",
-            )
-            .bind(&letters)
-            .execute(&mut *tx)
-            .await?;
+                    recipient_domain, from_name, from_address, reply_to, language, template_hash,
+                    message_id, state, attempts, next_attempt_at, queued_at, created_at, updated_at)
+                 VALUES ",
+                "((SELECT id FROM signatures WHERE public_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                  'queued', 0, ?, ?, ?, ?)",
+                rows,
+                "",
+            );
+            let mut query = sqlx::query(&sql);
+            for (sig, l) in rest.by_ref().take(rows) {
+                let letter = &l.letter;
+                query = query
+                    .bind(sig.public_id.as_str())
+                    .bind(sig.campaign.as_str())
+                    .bind(letter.target_id.as_str())
+                    .bind(letter.recipient.as_str())
+                    .bind(letter.recipient_name.as_str())
+                    .bind(letter.recipient.domain())
+                    .bind(letter.from_name.as_str())
+                    .bind(letter.from_address.as_str())
+                    .bind(letter.reply_to.as_str())
+                    .bind(letter.language.as_str())
+                    .bind(letter.template_hash.as_str())
+                    .bind(l.message_id.as_str())
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let mut rest = letters.iter();
+        for rows in row_chunks(letters.len()) {
+            let sql = multi_row_sql(
+                "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html) VALUES ",
+                "((SELECT id FROM letters WHERE message_id = ?), ?, ?, ?)",
+                rows,
+                "",
+            );
+            let mut query = sqlx::query(&sql);
+            for (_, l) in rest.by_ref().take(rows) {
+                let letter = &l.letter;
+                query = query
+                    .bind(l.message_id.as_str())
+                    .bind(letter.subject.as_str())
+                    .bind(letter.body_text.as_str())
+                    .bind(letter.body_html.as_deref());
+            }
+            query.execute(&mut *tx).await?;
         }
         let mut out = Vec::with_capacity(batch.len());
         for sig in batch {
@@ -252,7 +282,7 @@ impl SqliteQueue {
             let public_id: String = sqlx::query_scalar(
                 "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
             )
-            .bind(&sig.campaign)
+            .bind(sig.campaign.as_str())
             .bind(sig.signer.email.normalized())
             .fetch_one(&mut *tx)
             .await?;
@@ -266,7 +296,7 @@ impl SqliteQueue {
         &self,
         req: &ClaimRequest<'_>,
     ) -> Result<Vec<ClaimedLetter>, QueueError> {
-        let rows = sqlx::query(
+        let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE letters
                 SET state = 'claimed', lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
                     attempts = attempts + 1, updated_at = ?4
@@ -281,9 +311,7 @@ impl SqliteQueue {
                                           AND p.target_id IN ('', letters.target_id))
                      ORDER BY priority DESC, next_attempt_at, id
                      LIMIT ?6)
-             RETURNING id, campaign, target_id, recipient, recipient_name, from_name,
-                    from_address, reply_to, language, template_hash, message_id, attempts,
-                    queued_at",
+             RETURNING id",
         )
         .bind(req.owner)
         .bind(req.token)
@@ -298,30 +326,35 @@ impl SqliteQueue {
         )
         .fetch_all(&self.writer)
         .await?;
-        // The texts, read (not rewritten) beside the claim.
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let mut bodies: std::collections::HashMap<i64, (String, String, Option<String>)> =
-            sqlx::query_as(
-                "SELECT letter_id, subject, body_text, body_html FROM letter_bodies
-                  WHERE letter_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(serde_json::to_string(&ids).expect("ids serialise"))
-            .fetch_all(&self.writer)
-            .await?
-            .into_iter()
-            .map(|(id, s, t, h)| (id, (s, t, h)))
-            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What the letters say, read on a reader connection once the claim is committed: the
+        // one writer only moves them (the sending path's marks and results wait for it), and
+        // the reading goes on beside it. A claimed letter's row and text no longer change.
+        let rows = sqlx::query(
+            "SELECT l.id, l.campaign, l.target_id, l.recipient, l.recipient_name, l.from_name,
+                    l.from_address, l.reply_to, l.language, l.template_hash, l.message_id,
+                    l.attempts, l.queued_at, b.subject, b.body_text, b.body_html
+               FROM letters AS l JOIN letter_bodies AS b ON b.letter_id = l.id
+              WHERE l.id IN (SELECT value FROM json_each(?1))
+              ORDER BY l.id",
+        )
+        .bind(serde_json::to_string(&ids).expect("ids serialise"))
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.len() != ids.len() {
+            return Err(QueueError::Database(sqlx::Error::Decode(
+                format!(
+                    "{} of {} claimed letters have no text in letter_bodies",
+                    ids.len() - rows.len(),
+                    ids.len()
+                )
+                .into(),
+            )));
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let (subject, body_text, body_html) = bodies.remove(&id).ok_or_else(|| {
-                QueueError::Database(sqlx::Error::Decode(
-                    format!("letter {id} has no text in letter_bodies").into(),
-                ))
-            })?;
             let email = |col: &str| -> Result<EmailAddress, QueueError> {
                 let s: String = row.try_get(col)?;
                 EmailAddress::parse(&s).map_err(|e| {
@@ -346,19 +379,18 @@ impl SqliteQueue {
                     language: LanguageTag::parse(&language).map_err(|e| {
                         QueueError::Database(sqlx::Error::Decode(e.to_string().into()))
                     })?,
-                    subject,
-                    body_text,
-                    body_html,
+                    subject: row.try_get("subject")?,
+                    body_text: row.try_get("body_text")?,
+                    body_html: row.try_get("body_html")?,
                     template_hash: row.try_get("template_hash")?,
                 },
             });
         }
-        out.sort_by_key(|l| l.id);
         Ok(out)
     }
 
     /// One write of the sending path: `records` (finished attempts) are recorded and their
-    /// letters moved on, and the letters in `marks` (DATA accepted) move from `claimed` to
+    /// letters moved on, and the letters in `marks` (about to be transmitted) move from `claimed` to
     /// `sending`, in one transaction. Returns the marked ids that moved and how many letters the
     /// records moved.
     pub(super) async fn journal(
@@ -403,63 +435,79 @@ impl SqliteQueue {
         records: &[AttemptRecord],
         now: Millis,
     ) -> Result<u64, QueueError> {
-        // One JSON array for the whole batch: two statements per batch, not two per letter,
-        // and the same two statement texts whatever the batch size (prepared once, cached).
+        // Multi-row statements with bound values: a few statements per batch, not two per
+        // letter, from a few fixed texts (prepared once, cached). Every attempt is kept, in
+        // batch order.
+        let mut rest = records.iter();
+        for rows in row_chunks(records.len()) {
+            let sql = multi_row_sql(
+                "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
+                    duration_ms, outcome, stage, code, enhanced_code, reply) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+                "",
+            );
+            let mut query = sqlx::query(&sql);
+            for r in rest.by_ref().take(rows) {
+                query = query
+                    .bind(r.letter_id)
+                    .bind(r.attempt)
+                    .bind(r.worker.as_str())
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.finished_at - r.started_at)
+                    .bind(r.next.state().as_str())
+                    .bind(r.stage.as_deref())
+                    .bind(r.code)
+                    .bind(r.enhanced_code.as_deref())
+                    .bind(r.reply.as_deref());
+            }
+            query.execute(&mut **tx).await?;
+        }
         // A letter's records apply in batch order, as when they were written one by one: its
         // nth record in the batch goes in round n (there is only one round unless a batch holds
         // two records for one letter).
-        let mut seen: std::collections::HashMap<i64, u32> =
+        let mut rounds: Vec<Vec<&AttemptRecord>> = Vec::new();
+        let mut seen: std::collections::HashMap<i64, usize> =
             std::collections::HashMap::with_capacity(records.len());
-        let mut rounds = 0;
-        let rows: Vec<_> = records
-            .iter()
-            .map(|r| {
-                let (next_at, sent_at) = match r.next {
-                    super::NextState::Deferred { retry_at } => (retry_at, None),
-                    super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
-                    _ => (r.finished_at, None),
-                };
-                let round = seen.entry(r.letter_id).or_insert(0);
-                let this_round = *round;
-                *round += 1;
-                rounds = rounds.max(*round);
-                (
-                    r.letter_id,
-                    r.lease_token,
-                    r.attempt,
-                    &r.worker,
-                    r.started_at,
-                    r.finished_at,
-                    r.next.state().as_str(),
-                    r.stage.as_deref(),
-                    r.code,
-                    r.enhanced_code.as_deref(),
-                    r.reply.as_deref(),
-                    (next_at, sent_at, this_round),
-                )
-            })
-            .collect();
-        let json = serde_json::to_string(&rows).expect("attempt records serialise");
-        sqlx::query(
-            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
-                duration_ms, outcome, stage, code, enhanced_code, reply)
-             SELECT value ->> 0, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                (value ->> 5) - (value ->> 4), value ->> 6, value ->> 7, value ->> 8,
-                value ->> 9, value ->> 10
-               FROM json_each(?1) ORDER BY key",
-        )
-        .bind(&json)
-        .execute(&mut **tx)
-        .await?;
+        for r in records {
+            let n = seen.entry(r.letter_id).or_insert(0);
+            if rounds.len() <= *n {
+                rounds.push(Vec::new());
+            }
+            rounds[*n].push(r);
+            *n += 1;
+        }
         let mut moved = 0;
-        for round in 0..rounds {
-            moved += sqlx::query(record_update_sql())
-                .bind(&json)
-                .bind(now)
-                .bind(round)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+        for round in &rounds {
+            let mut rest = round.iter();
+            for rows in row_chunks(round.len()) {
+                let sql = multi_row_sql(
+                    "WITH r (id, token, state, code, enhanced_code, reply, next_at, sent_at)
+                       AS (VALUES ",
+                    "(?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                    record_update_tail(),
+                );
+                let mut query = sqlx::query(&sql);
+                for r in rest.by_ref().take(rows) {
+                    let (next_at, sent_at) = match r.next {
+                        super::NextState::Deferred { retry_at } => (retry_at, None),
+                        super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
+                        _ => (r.finished_at, None),
+                    };
+                    query = query
+                        .bind(r.letter_id)
+                        .bind(r.lease_token)
+                        .bind(r.next.state().as_str())
+                        .bind(r.code)
+                        .bind(r.enhanced_code.as_deref())
+                        .bind(r.reply.as_deref())
+                        .bind(next_at)
+                        .bind(sent_at);
+                }
+                moved += query.bind(now).execute(&mut **tx).await?.rows_affected();
+            }
         }
         Ok(moved)
     }
@@ -831,5 +879,30 @@ impl SqliteQueue {
         Ok(Some(
             rows.iter().map(Self::summary).collect::<Result<_, _>>()?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_sizes_that_add_up() {
+        for n in 0..300 {
+            let sizes: Vec<usize> = row_chunks(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS));
+        }
+        assert_eq!(row_chunks(200).collect::<Vec<_>>(), [64, 64, 64, 8]);
+        assert_eq!(row_chunks(0).count(), 0);
+    }
+
+    #[test]
+    fn multi_row_statements_repeat_the_row() {
+        assert_eq!(
+            multi_row_sql("INSERT INTO t (a, b) VALUES ", "(?, ?)", 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) RETURNING a"
+        );
     }
 }
