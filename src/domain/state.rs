@@ -92,7 +92,7 @@ pub const TRANSITIONS: &[(LetterState, LetterState)] = {
         // A worker leases due letters.
         (Queued, Claimed),
         (Deferred, Claimed),
-        // The server accepted DATA: the message is about to go.
+        // The envelope is on its way: the message goes once the server accepts DATA.
         (Claimed, Sending),
         // Handed back unstarted (shutdown), or its worker vanished before DATA.
         (Claimed, Queued),

@@ -210,9 +210,10 @@ impl Sender {
     /// Sends one letter and says what became of it. Never panics, never hangs past the
     /// configured timeouts.
     ///
-    /// `before_data` is awaited once the server has accepted DATA, just before the message is
-    /// transmitted: the worker records there that the letter may now be delivered. If it yields
-    /// `false` (the lease was lost), nothing is transmitted.
+    /// `before_data` is where the worker records that the letter may now be delivered: SMTP
+    /// awaits it beside the envelope (MAIL, RCPT, DATA), the outbox before writing the file.
+    /// No byte of the message is transmitted until it has yielded `true`; if it yields `false`
+    /// (the lease was lost), nothing is.
     pub async fn send<F>(
         &mut self,
         letter: &Letter,

@@ -288,7 +288,7 @@ impl Queue {
     }
 
     /// Letters whose worker vanished (lease expired): those it had not started are queued
-    /// again; those past DATA may have been delivered, so they become `in_doubt`, never
+    /// again; those marked `sending` may have been delivered, so they become `in_doubt`, never
     /// silently resent.
     pub async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
         match &self.backend {
@@ -296,8 +296,8 @@ impl Queue {
         }
     }
 
-    /// Moves leased letters to `sending` as the server accepts their DATA, in one write for
-    /// many letters. Returns the ids that moved (a letter whose lease was lost does not).
+    /// Moves leased letters to `sending` as their envelopes go out (no byte of a message is
+    /// transmitted before), in one write for many letters. Returns the ids that moved (a letter whose lease was lost does not).
     pub async fn mark_sending(
         &self,
         token: i64,

@@ -3,13 +3,15 @@
 //! One `Dispatcher::run` is a pipeline joined by bounded channels: a claimer leasing small
 //! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
 //! connection and waiting on the rate limiters before each letter; a journal writing, many
-//! letters per transaction, that a letter's DATA was accepted (`sending`: from here on it may be
-//! delivered) and each attempt's result; and a heartbeat extending the run's leases. No
-//! transaction is open during an SMTP conversation.
+//! letters per transaction, that a letter may now be delivered (`sending`, written while its
+//! envelope travels, and needed before a byte of the message goes) and each attempt's result;
+//! and a heartbeat extending the run's leases. No transaction is open during an SMTP
+//! conversation.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
-//! never got a complete message), `sending` ones become `in_doubt` (it may have). On stop,
-//! sending tasks finish the letter in hand, and letters claimed but not started are handed back.
+//! never got the message), `sending` ones become `in_doubt` (it may have; the organiser
+//! resolves them, never a silent resend). On stop, sending tasks finish the letter in hand, and
+//! letters claimed but not started are handed back.
 
 mod pacer;
 mod retry;
@@ -556,7 +558,7 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 const MAX_MARKS: usize = 256;
 const MAX_RESULTS: usize = 512;
 
-/// The run's one writer of what the sending tasks report: letters whose DATA was accepted
+/// The run's one writer of what the sending tasks report: letters whose envelope is on its way
 /// (`claimed` -> `sending`) and finished attempts, many letters per transaction (the database
 /// has one writer, shared with the claims). A mark is urgent (its sending task waits for the
 /// answer, and may transmit only if its lease still holds): it is written at once, with every

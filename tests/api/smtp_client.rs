@@ -2,7 +2,8 @@
 //! group when PIPELINING is offered and one at a time when not (or after a HELO fallback), the
 //! first refusal of a pipelined group deciding the outcome, a server that answers DATA out of
 //! turn losing its connection, STARTTLS and implicit TLS with a private CA (`smtp.ca_file`), an
-//! untrusted certificate refused at the tls stage, and AUTH PLAIN and LOGIN over TLS.
+//! untrusted certificate refused at the tls stage, AUTH PLAIN and LOGIN over TLS, and the
+//! worker's gate (its `sending` record) running beside the envelope, the message waiting for it.
 
 use crate::helpers::{signer, spawn_app_with, TestApp};
 use crate::smtp_server::{reply, Action, Event, Options, ScriptedSmtp, Stage, TestCa};
@@ -336,4 +337,99 @@ async fn auth_login_over_tls_when_plain_is_not_offered() {
         ("LOGIN", "letters@example.org", "s3cret pass")
     );
     assert!(a.tls);
+}
+
+/// A session straight to `server` (no queue), one connection, no TLS.
+fn session(server: &ScriptedSmtp) -> missive::mailer::SmtpSession {
+    let settings = missive::config::SmtpSettings {
+        url: server.url(),
+        starttls: missive::config::StartTls::Off,
+        username: None,
+        password: None,
+        hello_name: "missive.example.org".into(),
+        connect_timeout_seconds: 5,
+        send_timeout_seconds: 10,
+        connections: 1,
+        max_messages_per_connection: 100,
+        ca_file: Default::default(),
+    };
+    let endpoint = missive::mailer::SmtpEndpoint::from_settings(&settings).unwrap();
+    missive::mailer::SmtpSession::new(Arc::new(endpoint))
+}
+
+fn letter() -> missive::domain::Letter {
+    use missive::domain::{EmailAddress, LanguageTag, Letter};
+    Letter {
+        target_id: "office".into(),
+        recipient: EmailAddress::parse("office@example.org").unwrap(),
+        recipient_name: "The Office".into(),
+        from_name: "Ana Example".into(),
+        from_address: EmailAddress::parse("letters@example.org").unwrap(),
+        reply_to: EmailAddress::parse("ana@example.net").unwrap(),
+        language: LanguageTag::parse("en").unwrap(),
+        subject: "Please act".into(),
+        body_text: "Dear Office,\nplease act.\n".into(),
+        body_html: None,
+        template_hash: "test".into(),
+    }
+}
+
+/// The worker's record that a letter may go (`sending`) is written while MAIL, RCPT and DATA
+/// travel, not after them; but no byte of the message leaves before it is done.
+#[tokio::test]
+async fn the_gate_runs_beside_the_envelope_and_the_message_waits_for_it() {
+    use std::time::{Duration, Instant};
+    let data_seen = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let seen = data_seen.clone();
+    let server = ScriptedSmtp::start_with(move |e| {
+        if e.stage == Stage::Data {
+            *seen.lock().unwrap() = Some(Instant::now());
+        }
+        Action::Default
+    })
+    .await;
+    let letter = letter();
+    let message = missive::mailer::build_message(&letter, "<gate-1@example.org>").unwrap();
+    let mut session = session(&server);
+
+    let started = Instant::now();
+    let gate_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let gate_start = gate_started.clone();
+    let gate = async move {
+        *gate_start.lock().unwrap() = Some(Instant::now());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        true
+    };
+    let delivery = session.send(&letter, &message, gate).await;
+
+    assert_eq!(delivery.code, Some(250), "{delivery:?}");
+    let gate_started = gate_started.lock().unwrap().expect("the gate ran");
+    let data_seen = data_seen.lock().unwrap().expect("the server saw DATA");
+    // The gate began before the server had even seen DATA: it ran beside the envelope...
+    assert!(gate_started < data_seen);
+    // ...and the message, which the server records on arrival, waited for it.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.received().len(), 1);
+    session.close().await;
+}
+
+#[tokio::test]
+async fn a_gate_that_says_no_transmits_nothing() {
+    let server = ScriptedSmtp::start().await;
+    let letter = letter();
+    let message = missive::mailer::build_message(&letter, "<gate-2@example.org>").unwrap();
+    let mut session = session(&server);
+
+    let delivery = session.send(&letter, &message, async { false }).await;
+
+    assert_eq!(delivery.code, None);
+    assert!(delivery.reply.contains("lease"), "{delivery:?}");
+    assert_ne!(delivery.verdict, missive::mailer::Verdict::Accepted);
+    // The server never got a message; the next letter goes on a fresh connection.
+    assert!(server.received().is_empty());
+    let delivery = session.send(&letter, &message, async { true }).await;
+    assert_eq!(delivery.code, Some(250), "{delivery:?}");
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.sessions(), 2);
+    session.close().await;
 }

@@ -196,6 +196,13 @@ impl std::fmt::Debug for SmtpSession {
     }
 }
 
+/// The worker's say on transmitting the message: a future until it has answered, then the
+/// answer, kept for a second try on a fresh connection.
+enum Gate<F> {
+    Pending(F),
+    Done(bool),
+}
+
 /// Why a letter's conversation ended without a reply to its data.
 enum Failure {
     /// MAIL, RCPT or DATA was refused, or the connection failed before the message.
@@ -221,14 +228,18 @@ impl SmtpSession {
 
     /// Sends one message, reconnecting first if needed. A reused connection that turns out to
     /// have been closed by the server while idle is replaced once, at no cost to the letter.
+    ///
+    /// `before_data` runs beside the envelope (MAIL, RCPT, DATA), so the worker's record that
+    /// the letter may now be delivered costs no round trip of its own; no byte of the message
+    /// is written until it has yielded `true`.
     pub async fn send<F>(&mut self, letter: &Letter, message: &[u8], before_data: F) -> Delivery
     where
         F: std::future::Future<Output = bool>,
     {
-        let mut gate = Some(before_data);
+        let mut gate = Gate::Pending(before_data);
         let (first, reused) = self.send_once(letter, message, &mut gate).await;
         let stale = reused
-            && gate.is_some()
+            && !matches!(gate, Gate::Done(false))
             && first.stage == Stage::Mail
             && first.code.is_none()
             && first.verdict == Verdict::Transient;
@@ -244,7 +255,7 @@ impl SmtpSession {
         &mut self,
         letter: &Letter,
         message: &[u8],
-        gate: &mut Option<F>,
+        gate: &mut Gate<F>,
     ) -> (Delivery, bool)
     where
         F: std::future::Future<Output = bool>,
@@ -368,27 +379,28 @@ fn envelope(
     Ok((from, to, utf8))
 }
 
-/// MAIL, RCPT, DATA, the gate, the message: `stage` kept current so a timeout or error is
-/// known with the step it happened at. `Ok` is the reply after the data, as a result.
+/// MAIL, RCPT and DATA with the gate beside them, then the message: `stage` kept current so a
+/// timeout or error is known with the step it happened at. `Ok` is the reply after the data,
+/// as a result.
 async fn converse<F>(
     conn: &mut Connection,
     stage: &mut Stage,
     letter: &Letter,
     message: &[u8],
-    gate: &mut Option<F>,
+    gate: &mut Gate<F>,
 ) -> Result<Delivery, Failure>
 where
     F: std::future::Future<Output = bool>,
 {
     let (from, to, utf8) = envelope(letter, conn.extensions.smtputf8).map_err(Failure::Local)?;
-    conn.envelope(stage, &from, &to, utf8)
-        .await
-        .map_err(Failure::Envelope)?;
-    // DATA was accepted: the gate decides, before a byte of the message is written.
-    let proceed = match gate.take() {
-        Some(g) => g.await,
-        None => true,
+    let envelope = conn.envelope(stage, &from, &to, utf8);
+    let (envelope, proceed) = match std::mem::replace(gate, Gate::Done(false)) {
+        Gate::Pending(g) => tokio::join!(envelope, g),
+        Gate::Done(proceed) => (envelope.await, proceed),
     };
+    *gate = Gate::Done(proceed);
+    envelope.map_err(Failure::Envelope)?;
+    // DATA was accepted and the gate has answered: no byte of the message goes without its yes.
     if !proceed {
         return Err(Failure::Abandoned(Delivery::lease_lost(Stage::Data)));
     }
