@@ -106,6 +106,32 @@ fn multi_row_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
     sql
 }
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies the WAL back into the database file every `CHECKPOINT_EVERY`, on a reader connection
+/// and in PASSIVE mode (it neither waits for nor blocks the writer), until the pool closes.
+/// A checkpoint with nothing to copy costs next to nothing.
+async fn checkpoint_in_background(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "background checkpoint failed; the writer checkpoints");
+        }
+    }
+}
+
 impl SqliteQueue {
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
         let connect_err = |source| QueueError::Connect {
@@ -126,8 +152,9 @@ impl SqliteQueue {
             // once and writes them three times within seconds; a larger cache measured no
             // faster, and every connection holds its own.
             .pragma("cache_size", "-4000")
-            // Checkpoint every ~40 MB of WAL rather than 4 MB: a letter's pages are rewritten
-            // at claim, mark and record, and a checkpoint copies only the latest version.
+            // Connections other than the writer checkpoint every ~40 MB of WAL rather than
+            // 4 MB: a letter's pages are rewritten at claim, mark and record, and a checkpoint
+            // copies only the latest version.
             .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -138,12 +165,17 @@ impl SqliteQueue {
         MIGRATOR.run(&pool).await?;
         // A file connection does not go stale between uses: no ping before each one (a round
         // trip to the connection's thread before every transaction of the sending path).
+        // The writer leaves checkpoints to a task of their own (below), so the sending path's
+        // commits do not stop to copy the WAL back; past ~160 MB of WAL it does them itself.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.pragma("wal_autocheckpoint", "40000"))
             .await
             .map_err(connect_err)?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(checkpoint_in_background(pool.clone()));
+        }
         Ok(SqliteQueue { pool, writer })
     }
 
@@ -896,6 +928,41 @@ mod tests {
         }
         assert_eq!(row_chunks(200).collect::<Vec<_>>(), [64, 64, 64, 8]);
         assert_eq!(row_chunks(0).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_copied_back_into_the_database_file_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.db");
+        let q = SqliteQueue::connect(&format!("sqlite://{}", file.display()), 2)
+            .await
+            .unwrap();
+        let size = || std::fs::metadata(&file).unwrap().len();
+        let before = size();
+        // About 2 MB through the writer: far below its own checkpoint threshold (~160 MB).
+        sqlx::query("CREATE TABLE filler (x BLOB)")
+            .execute(&q.writer)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 128)
+                 INSERT INTO filler SELECT zeroblob(4000) FROM n",
+            )
+            .execute(&q.writer)
+            .await
+            .unwrap();
+        }
+        let deadline = std::time::Instant::now() + 10 * CHECKPOINT_EVERY;
+        while size() < before + 2_000_000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(CHECKPOINT_EVERY / 5).await;
+        }
+        assert!(
+            size() >= before + 2_000_000,
+            "the database file is still {} bytes (was {before}): nothing was checkpointed",
+            size()
+        );
+        q.close().await;
     }
 
     #[test]
