@@ -13,6 +13,9 @@
 # Usage: bench/intake.sh [--json] [SECONDS] [CONNECTIONS]   (defaults: 10 s, 32 connections)
 #   THREADS=N      wrk threads (default 2)
 #   PROFILE=1      also record the server with `perf record -g` and print its hottest symbols
+#   PERF_CALLGRAPH perf's call-graph option instead of -g, e.g. "--call-graph dwarf,32768"
+#                  (the release build has no frame pointers; with KEEP_WORK=1 the perf-*.data
+#                  files stay for `perf report --children`)
 #   MISSIVE_LOG    the server's log filter (default: serve's own, info)
 # Needs: wrk (apt-get install wrk), python3; perf (apt-get install linux-perf) for PROFILE=1.
 set -euo pipefail
