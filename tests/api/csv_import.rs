@@ -254,3 +254,55 @@ async fn a_missing_file_is_an_error_naming_it() {
         out.stderr
     );
 }
+
+/// An import goes in batches of multi-row statements (at most 64 rows each): across them, every
+/// letter keeps its own signer's text, and of two rows for one person the first is kept.
+#[tokio::test]
+async fn a_large_import_attaches_every_letter_to_its_own_signer_and_text() {
+    let app = spawn_app().await;
+    let mut csv = String::from("first_name,last_name,email,message\n");
+    for i in 0..150 {
+        // Row 100 repeats row 10's person in another case, in a later statement.
+        let email = if i == 100 {
+            "SIGNER10@Example.NET".to_owned()
+        } else {
+            format!("signer{i}@example.net")
+        };
+        csv.push_str(&format!("Name{i},Family,{email},My words number {i}.\n"));
+    }
+    let file = app.write("signers.csv", &csv);
+
+    let out = run(app.cli().args(["import", CAMPAIGN, "--json"]).arg(&file));
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (report["imported"].as_u64(), report["duplicates"].as_u64()),
+        (Some(149), Some(1))
+    );
+    assert_eq!(count(&app, "letters").await, 149 * 4);
+    assert_eq!(count(&app, "letter_bodies").await, 149 * 4);
+    let kept: String = sqlx::query_scalar(
+        "SELECT first_name FROM signatures WHERE email_normalized LIKE 'signer10@%'",
+    )
+    .fetch_one(&app.db().await)
+    .await
+    .unwrap();
+    assert_eq!(kept, "Name10");
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT s.first_name, s.message, b.body_text
+           FROM letters AS l
+           JOIN signatures AS s ON s.id = l.signature_id
+           JOIN letter_bodies AS b ON b.letter_id = l.id",
+    )
+    .fetch_all(&app.db().await)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 149 * 4);
+    for (name, message, body) in rows {
+        assert!(
+            body.contains(&format!("{name} Family")) && body.contains(&message),
+            "a letter of {name} holds another signer's text:\n{body}"
+        );
+    }
+}
