@@ -76,6 +76,42 @@ fn record_update_tail() -> &'static str {
     })
 }
 
+/// The columns of a new `signatures` row that every intake path writes, in the order
+/// `bind_signature` binds them.
+const SIGNATURE_COLUMNS: &str = "public_id, campaign, email, email_normalized, first_name, \
+    last_name, city, postal_code, country, language, message, source, created_at, \
+    consent_contact, referrer";
+
+type ScalarQuery<'q, O> =
+    sqlx::query::QueryScalar<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds `SIGNATURE_COLUMNS` for `sig`, with `details` (consent, where the signer came from)
+/// or the defaults (no consent).
+fn bind_signature<'q, O>(
+    query: ScalarQuery<'q, O>,
+    sig: &'q NewSignature,
+    details: Option<&'q crate::queue::IntakeDetails>,
+    now: Millis,
+) -> ScalarQuery<'q, O> {
+    let s = &sig.signer;
+    query
+        .bind(sig.public_id.as_str())
+        .bind(sig.campaign.as_str())
+        .bind(s.email.as_str())
+        .bind(s.email.normalized())
+        .bind(s.first_name.as_str())
+        .bind(s.last_name.as_str())
+        .bind(s.city.as_deref())
+        .bind(s.postal_code.as_deref())
+        .bind(s.country.as_deref())
+        .bind(s.language.as_ref().map(|l| l.as_str()))
+        .bind(s.message.as_deref())
+        .bind(sig.source.as_str())
+        .bind(now)
+        .bind(details.is_some_and(|d| d.consent_contact))
+        .bind(details.and_then(|d| d.referrer.as_deref()))
+}
+
 /// Rows in one multi-row INSERT at most.
 const MAX_ROWS: usize = 64;
 
@@ -213,33 +249,14 @@ impl SqliteQueue {
         let mut rest = batch.iter().enumerate();
         for rows in row_chunks(batch.len()) {
             let sql = multi_row_sql(
-                "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-                    last_name, city, postal_code, country, language, message, source, created_at,
-                    consent_contact, referrer) VALUES ",
+                &format!("INSERT INTO signatures ({SIGNATURE_COLUMNS}) VALUES "),
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
                 " ON CONFLICT (campaign, email_normalized) DO NOTHING RETURNING public_id",
             );
             let mut query = sqlx::query_scalar::<_, String>(&sql);
             for (i, sig) in rest.by_ref().take(rows) {
-                let s = &sig.signer;
-                let d = details.get(i);
-                query = query
-                    .bind(sig.public_id.as_str())
-                    .bind(sig.campaign.as_str())
-                    .bind(s.email.as_str())
-                    .bind(s.email.normalized())
-                    .bind(s.first_name.as_str())
-                    .bind(s.last_name.as_str())
-                    .bind(s.city.as_deref())
-                    .bind(s.postal_code.as_deref())
-                    .bind(s.country.as_deref())
-                    .bind(s.language.as_ref().map(|l| l.as_str()))
-                    .bind(s.message.as_deref())
-                    .bind(sig.source.as_str())
-                    .bind(now)
-                    .bind(d.is_some_and(|d| d.consent_contact))
-                    .bind(d.and_then(|d| d.referrer.as_deref()));
+                query = bind_signature(query, sig, details.get(i), now);
             }
             created.extend(query.fetch_all(&mut *tx).await?);
         }
@@ -422,8 +439,8 @@ impl SqliteQueue {
     }
 
     /// One write of the sending path: `records` (finished attempts) are recorded and their
-    /// letters moved on, and the letters in `marks` (about to be transmitted) move from `claimed` to
-    /// `sending`, in one transaction. Returns the marked ids that moved and how many letters the
+    /// letters moved on, and the letters in `marks` (about to be transmitted) move from
+    /// `claimed` to `sending`, in one transaction. Returns the marked ids that moved and how many letters the
     /// records moved.
     pub(super) async fn journal(
         &self,

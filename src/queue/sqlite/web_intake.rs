@@ -2,7 +2,7 @@
 //! consents, double opt-in and idempotency keys. Every write is one transaction that begins
 //! with a write, like the rest of the SQLite queue.
 
-use super::SqliteQueue;
+use super::{bind_signature, SqliteQueue, SIGNATURE_COLUMNS};
 use crate::domain::NewSigner;
 use crate::queue::{
     AwaitingRecorded, AwaitingSignature, Confirmed, IntakeDetails, Millis, NewAwaitingSignature,
@@ -21,34 +21,19 @@ async fn insert_signature(
     awaiting: Option<(&str, Millis)>,
     now: Millis,
 ) -> Result<Option<i64>, QueueError> {
-    let s = &sig.signer;
-    Ok(sqlx::query_scalar(
-        "INSERT INTO signatures (public_id, campaign, email, email_normalized, first_name,
-            last_name, city, postal_code, country, language, message, source, created_at,
-            consent_contact, referrer, confirm_token_hash, confirm_expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+    let sql = format!(
+        "INSERT INTO signatures ({SIGNATURE_COLUMNS}, confirm_token_hash, confirm_expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (campaign, email_normalized) DO NOTHING
-         RETURNING id",
+         RETURNING id"
+    );
+    Ok(
+        bind_signature(sqlx::query_scalar(&sql), sig, Some(details), now)
+            .bind(awaiting.map(|(hash, _)| hash))
+            .bind(awaiting.map(|(_, expires)| expires))
+            .fetch_optional(&mut **tx)
+            .await?,
     )
-    .bind(&sig.public_id)
-    .bind(&sig.campaign)
-    .bind(s.email.as_str())
-    .bind(s.email.normalized())
-    .bind(s.first_name.as_str())
-    .bind(s.last_name.as_str())
-    .bind(s.city.as_deref())
-    .bind(s.postal_code.as_deref())
-    .bind(s.country.as_deref())
-    .bind(s.language.as_ref().map(|l| l.as_str()))
-    .bind(s.message.as_deref())
-    .bind(sig.source.as_str())
-    .bind(now)
-    .bind(details.consent_contact)
-    .bind(details.referrer.as_deref())
-    .bind(awaiting.map(|(hash, _)| hash))
-    .bind(awaiting.map(|(_, expires)| expires))
-    .fetch_optional(&mut **tx)
-    .await?)
 }
 
 /// Queues one row of `letters`: a letter (`kind = 'letter'`) or a confirmation email.
