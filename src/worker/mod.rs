@@ -9,9 +9,9 @@
 //! conversation.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
-//! never got the message), `sending` ones become `in_doubt` (it may have; the organiser
-//! resolves them, never a silent resend). On stop, sending tasks finish the letter in hand, and
-//! letters claimed but not started are handed back.
+//! never got the message), `sending` ones become `in_doubt` (it may have; they wait for an
+//! organiser unless `sending.in_doubt = "resend"`). On stop, sending tasks finish the letter in
+//! hand, and letters claimed but not started are handed back.
 
 mod pacer;
 mod retry;
