@@ -380,30 +380,34 @@ impl SqliteQueue {
         }
         // What the letters say, read on a reader connection once the claim is committed: the
         // one writer only moves them (the sending path's marks and results wait for it), and
-        // the reading goes on beside it. A claimed letter's row and text no longer change.
+        // the reading goes on beside it. A claimed letter's row and text no longer change; a
+        // letter deleted in between (its signature erased) is simply not sent.
         let rows = sqlx::query(
             "SELECT l.id, l.campaign, l.target_id, l.recipient, l.recipient_name, l.from_name,
                     l.from_address, l.reply_to, l.language, l.template_hash, l.message_id,
-                    l.attempts, l.queued_at, b.subject, b.body_text, b.body_html
-               FROM letters AS l JOIN letter_bodies AS b ON b.letter_id = l.id
+                    l.attempts, l.queued_at, b.letter_id AS has_text, b.subject, b.body_text,
+                    b.body_html
+               FROM letters AS l LEFT JOIN letter_bodies AS b ON b.letter_id = l.id
               WHERE l.id IN (SELECT value FROM json_each(?1))
               ORDER BY l.id",
         )
         .bind(serde_json::to_string(&ids).expect("ids serialise"))
         .fetch_all(&self.pool)
         .await?;
-        if rows.len() != ids.len() {
-            return Err(QueueError::Database(sqlx::Error::Decode(
-                format!(
-                    "{} of {} claimed letters have no text in letter_bodies",
-                    ids.len() - rows.len(),
-                    ids.len()
-                )
-                .into(),
-            )));
+        if rows.len() < ids.len() {
+            tracing::info!(
+                vanished = ids.len() - rows.len(),
+                "claimed letters were deleted before they were read; they are not sent"
+            );
         }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
+            let id: i64 = row.try_get("id")?;
+            if row.try_get::<Option<i64>, _>("has_text")?.is_none() {
+                return Err(QueueError::Database(sqlx::Error::Decode(
+                    format!("letter {id} has no text in letter_bodies").into(),
+                )));
+            }
             let email = |col: &str| -> Result<EmailAddress, QueueError> {
                 let s: String = row.try_get(col)?;
                 EmailAddress::parse(&s).map_err(|e| {
@@ -412,7 +416,7 @@ impl SqliteQueue {
             };
             let language: String = row.try_get("language")?;
             out.push(ClaimedLetter {
-                id: row.try_get("id")?,
+                id,
                 campaign: row.try_get("campaign")?,
                 message_id: row.try_get("message_id")?,
                 attempt: row.try_get::<i64, _>("attempts")? as u32,
@@ -440,8 +444,8 @@ impl SqliteQueue {
 
     /// One write of the sending path: `records` (finished attempts) are recorded and their
     /// letters moved on, and the letters in `marks` (about to be transmitted) move from
-    /// `claimed` to `sending`, in one transaction. Returns the marked ids that moved and how many letters the
-    /// records moved.
+    /// `claimed` to `sending`, in one transaction. Returns the marked ids that moved and how
+    /// many letters the records moved.
     pub(super) async fn journal(
         &self,
         token: i64,

@@ -212,3 +212,49 @@ async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would()
         .unwrap();
     assert_eq!(attempts, 5, "one attempt row per record, moved or not");
 }
+
+#[tokio::test]
+async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_error() {
+    // Arrange: four letters; a trigger deletes one as soon as it is claimed, standing in for
+    // an erasure that lands between the claim and the read of the letters' texts.
+    let app = spawn_app().await;
+    app.sign(&signer("Ana", "Example", "ana@example.net"))
+        .await
+        .unwrap();
+    let db = app.db().await;
+    let doomed: i64 = sqlx::query_scalar("SELECT MIN(id) FROM letters")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters
+          WHEN new.state = 'claimed' AND new.id = {doomed}
+          BEGIN DELETE FROM letters WHERE id = new.id; END"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+
+    // Act
+    let claimed = app
+        .app
+        .queue
+        .claim(&ClaimRequest {
+            owner: "erasure",
+            token: 1,
+            now: missive::queue::now_millis(),
+            lease_ms: 30_000,
+            limit: 10,
+            campaign: None,
+            target: None,
+            exclude_campaigns: None,
+        })
+        .await
+        .expect("a vanished letter does not fail the claim");
+
+    // Assert: the other three come back whole; the deleted one is not among them.
+    let ids: Vec<i64> = claimed.iter().map(|l| l.id).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(!ids.contains(&doomed));
+    assert!(claimed.iter().all(|l| !l.letter.body_text.is_empty()));
+}
