@@ -6,7 +6,7 @@
 //! worker's gate (its `sending` record) running beside the envelope, the message waiting for it.
 
 use crate::helpers::{signer, spawn_app_with, TestApp};
-use crate::smtp_server::{reply, Action, Event, Options, ScriptedSmtp, Stage, TestCa};
+use crate::smtp_server::{reply, Action, Event, Options, ScriptedSmtp, ServerTls, Stage, TestCa};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -185,17 +185,22 @@ async fn a_server_that_accepts_data_after_refusing_the_recipient_loses_the_conne
     );
 }
 
-#[tokio::test]
-async fn starttls_with_the_relays_ca_in_ca_file_encrypts_the_conversation() {
-    let ca = TestCa::new();
-    let server = ScriptedSmtp::start_with_options(
+/// A server that accepts everything, encrypted as `tls` says.
+async fn accepting_server(tls: ServerTls) -> ScriptedSmtp {
+    ScriptedSmtp::start_with_options(
         Options {
-            tls: ca.starttls(),
+            tls,
             ..Options::default()
         },
         |_| Action::Default,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn starttls_with_the_relays_ca_in_ca_file_encrypts_the_conversation() {
+    let ca = TestCa::new();
+    let server = accepting_server(ca.starttls()).await;
     let ca_file = ca.ca_file().display().to_string();
     let app = app_with_letters(
         &server,
@@ -225,14 +230,7 @@ async fn starttls_with_the_relays_ca_in_ca_file_encrypts_the_conversation() {
 #[tokio::test]
 async fn implicit_tls_with_the_relays_ca_in_ca_file_sends() {
     let ca = TestCa::new();
-    let server = ScriptedSmtp::start_with_options(
-        Options {
-            tls: ca.implicit(),
-            ..Options::default()
-        },
-        |_| Action::Default,
-    )
-    .await;
+    let server = accepting_server(ca.implicit()).await;
     assert!(server.url().starts_with("smtps://"));
     let ca_file = ca.ca_file().display().to_string();
     let app = app_with_letters(&server, &[("MISSIVE_SMTP__CA_FILE", &ca_file)]).await;
@@ -246,14 +244,7 @@ async fn implicit_tls_with_the_relays_ca_in_ca_file_sends() {
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused_at_the_tls_stage_and_says_why() {
     let ca = TestCa::new();
-    let server = ScriptedSmtp::start_with_options(
-        Options {
-            tls: ca.starttls(),
-            ..Options::default()
-        },
-        |_| Action::Default,
-    )
-    .await;
+    let server = accepting_server(ca.starttls()).await;
     // No smtp.ca_file: the test CA is not among the public roots.
     let app = app_with_letters(&server, &[("MISSIVE_SMTP__STARTTLS", "required")]).await;
 

@@ -144,6 +144,25 @@ proptest! {
     }
 }
 
+/// Claims up to ten due letters of any campaign under `token`, leased for 30 s.
+async fn claim_up_to_ten(
+    q: &missive::queue::Queue,
+    token: i64,
+    now: i64,
+) -> Result<Vec<missive::queue::ClaimedLetter>, missive::queue::QueueError> {
+    q.claim(&ClaimRequest {
+        owner: "test",
+        token,
+        now,
+        lease_ms: 30_000,
+        limit: 10,
+        campaign: None,
+        target: None,
+        exclude_campaigns: None,
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would() {
     // Arrange: three letters claimed under token 1; the first one's DATA was accepted.
@@ -153,19 +172,7 @@ async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would()
         .unwrap();
     let q = &app.app.queue;
     let now = missive::queue::now_millis();
-    let claimed = q
-        .claim(&ClaimRequest {
-            owner: "batch",
-            token: 1,
-            now,
-            lease_ms: 30_000,
-            limit: 10,
-            campaign: None,
-            target: None,
-            exclude_campaigns: None,
-        })
-        .await
-        .unwrap();
+    let claimed = claim_up_to_ten(q, 1, now).await.unwrap();
     let ids: Vec<i64> = claimed.iter().map(|l| l.id).collect();
     assert!(ids.len() >= 3, "{ids:?}");
     let (a, b, c) = (ids[0], ids[1], ids[2]);
@@ -236,19 +243,7 @@ async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_er
     .unwrap();
 
     // Act
-    let claimed = app
-        .app
-        .queue
-        .claim(&ClaimRequest {
-            owner: "erasure",
-            token: 1,
-            now: missive::queue::now_millis(),
-            lease_ms: 30_000,
-            limit: 10,
-            campaign: None,
-            target: None,
-            exclude_campaigns: None,
-        })
+    let claimed = claim_up_to_ten(&app.app.queue, 1, missive::queue::now_millis())
         .await
         .expect("a vanished letter does not fail the claim");
 
