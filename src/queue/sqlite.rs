@@ -677,12 +677,18 @@ impl SqliteQueue {
 
     pub(super) async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
         // One pass over the covering index `letters_report` (campaign, target_id, state, kind,
-        // queued_at): counts and the oldest queued time per group.
+        // queued_at), which leaves out the letters workers hold: counts and the oldest queued
+        // time per group. The held ones (a claim batch or so per worker) are found through
+        // `letters_leased`.
         let rows = sqlx::query(
             "SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
-              WHERE (?1 IS NULL OR campaign = ?1)
+              WHERE state NOT IN ('claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)
               GROUP BY campaign, target_id, state, kind
-              ORDER BY campaign, target_id, state, kind",
+             UNION ALL
+             SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
+              WHERE state IN ('claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)
+              GROUP BY campaign, target_id, state, kind
+             ORDER BY 1, 2, 3, 4",
         )
         .bind(campaign)
         .fetch_all(&self.pool)

@@ -253,3 +253,61 @@ async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_er
     assert!(!ids.contains(&doomed));
     assert!(claimed.iter().all(|l| !l.letter.body_text.is_empty()));
 }
+
+#[tokio::test]
+async fn status_counts_the_letters_a_worker_holds_beside_the_others() {
+    // Arrange: one signer's four letters: two claimed, of which one is being sent.
+    let app = spawn_app().await;
+    app.sign(&signer("Ana", "Example", "ana@example.net"))
+        .await
+        .unwrap();
+    let q = &app.app.queue;
+    let now = missive::queue::now_millis();
+    let claimed = q
+        .claim(&ClaimRequest {
+            owner: "test",
+            token: 1,
+            now,
+            lease_ms: 30_000,
+            limit: 2,
+            campaign: None,
+            target: None,
+            exclude_campaigns: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    q.mark_sending(1, &[claimed[0].id], now).await.unwrap();
+
+    // Act
+    let status = app.status().await;
+
+    // Assert: the held letters (left out of the status index) are counted, per target too.
+    let count = |s: LetterState| status.by_state.get(&s).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            count(LetterState::Queued),
+            count(LetterState::Claimed),
+            count(LetterState::Sending)
+        ),
+        (2, 1, 1),
+        "{status:?}"
+    );
+    let held_target = |id: i64| {
+        let l = claimed.iter().find(|l| l.id == id).unwrap();
+        l.letter.target_id.clone()
+    };
+    let sending = status
+        .by_target
+        .iter()
+        .find(|t| t.state == LetterState::Sending)
+        .expect("a per-target row for the letter being sent");
+    assert_eq!(sending.target_id, held_target(claimed[0].id));
+    assert_eq!(sending.letters, 1);
+    assert_eq!(
+        status.by_target.iter().map(|t| t.letters).sum::<i64>(),
+        4,
+        "{status:?}"
+    );
+    assert!(status.oldest_waiting_since.is_some());
+}
