@@ -3,15 +3,16 @@
 //! One `Dispatcher::run` is a pipeline joined by bounded channels: a claimer leasing small
 //! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
 //! connection and waiting on the rate limiters before each letter; a journal writing, many
-//! letters per transaction, that a letter may now be delivered (`sending`, written while its
-//! envelope travels, and needed before a byte of the message goes) and each attempt's result;
-//! and a heartbeat extending the run's leases. No transaction is open during an SMTP
-//! conversation.
+//! letters per transaction, that a letter may now be delivered (`sending`, asked for while the
+//! letter before it on the same connection travels, and needed before a byte of the message
+//! goes) and each attempt's result; and a heartbeat extending the run's leases. No transaction
+//! is open during an SMTP conversation.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
-//! never got the message), `sending` ones become `in_doubt` (it may have; they wait for an
-//! organiser unless `sending.in_doubt = "resend"`). On stop, sending tasks finish the letter in
-//! hand, and letters claimed but not started are handed back.
+//! never got the message), `sending` ones become `in_doubt` (it may have, or, for the one
+//! prepared next on each connection, may not have; they wait for an organiser unless
+//! `sending.in_doubt = "resend"`). On stop, sending tasks finish the letters in hand (the one
+//! on the wire and the one prepared next), and letters claimed but not started are handed back.
 
 mod pacer;
 mod retry;
@@ -455,6 +456,55 @@ impl Dispatcher {
     }
 }
 
+/// A letter taken from the claimed batch and paced, whose `sending` mark the journal has been
+/// asked for (`None`: the journal is gone, so it may not be transmitted).
+struct Prepared {
+    claimed: ClaimedLetter,
+    mark: Option<oneshot::Receiver<bool>>,
+}
+
+/// Takes the next claimed letter (`None` once there are no more or the run stops), waits for
+/// the rate limits to let it go, and asks the journal to mark it `sending`.
+async fn prepare(
+    d: &Dispatcher,
+    rx: &Mutex<mpsc::Receiver<ClaimedLetter>>,
+    marks: &mpsc::Sender<MarkRequest>,
+    stop: &CancellationToken,
+) -> Option<Prepared> {
+    if stop.is_cancelled() {
+        return None;
+    }
+    let claimed = {
+        let mut guard = rx.lock().await;
+        tokio::select! {
+            l = guard.recv() => l,
+            _ = stop.cancelled() => None,
+        }
+    }?;
+    // Pace: a relay cool-down after a throttling reply, the global cap, the campaign's own.
+    wait_for_cooldown(d).await;
+    d.global.until_ready().await;
+    if let Some(l) = d.per_campaign.get(&claimed.campaign) {
+        l.until_ready().await;
+    }
+    let (tx, rx) = oneshot::channel();
+    let mark = marks.send((claimed.id, tx)).await.is_ok().then_some(rx);
+    Some(Prepared { claimed, mark })
+}
+
+/// Waits out the cool-down the relay asked for with a throttling reply, if one stands.
+async fn wait_for_cooldown(d: &Dispatcher) {
+    let cooldown = d.cooldown_until.load(Ordering::Relaxed) - now_millis();
+    if cooldown > 0 {
+        tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
+    }
+}
+
+/// One sending task: its letters one after another over its own connection. While a letter is
+/// on the wire the next one is prepared (taken, paced, and its `sending` mark asked for), so
+/// the mark is written while the previous letter travels and the next envelope does not wait
+/// for it. The price: if the process dies, the letter prepared ahead is in doubt with the one
+/// on the wire (at most one more per connection); on stop it is sent, as a letter in hand.
 async fn send_letters(
     d: Dispatcher,
     mut sender: Sender,
@@ -464,42 +514,32 @@ async fn send_letters(
     stop: CancellationToken,
 ) {
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    loop {
-        if stop.is_cancelled() {
-            break;
-        }
-        let next = {
-            let mut guard = rx.lock().await;
-            tokio::select! {
-                l = guard.recv() => l,
-                _ = stop.cancelled() => None,
-            }
-        };
-        let Some(claimed) = next else { break };
-        // Pace: a relay cool-down after a throttling reply, the global cap, the campaign's own.
-        let cooldown = d.cooldown_until.load(Ordering::Relaxed) - now_millis();
-        if cooldown > 0 {
-            tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
-        }
-        d.global.until_ready().await;
-        if let Some(l) = d.per_campaign.get(&claimed.campaign) {
-            l.until_ready().await;
-        }
+    let mut next = prepare(&d, &rx, &marks, &stop).await;
+    while let Some(Prepared { claimed, mark }) = next.take() {
+        // A throttling reply to the letter before this one may have come after it was paced.
+        wait_for_cooldown(&d).await;
         let started_at = now_millis();
         let stem = format!(
             "{}-{:08}-{}",
             claimed.campaign, claimed.id, claimed.letter.target_id
         );
         let gate = async {
-            let (tx, rx) = oneshot::channel();
-            if marks.send((claimed.id, tx)).await.is_err() {
-                return false;
+            match mark {
+                Some(answer) => answer.await.unwrap_or(false),
+                None => false,
             }
-            rx.await.unwrap_or(false)
         };
-        let delivery = sender
-            .send(&claimed.letter, &claimed.message_id, &stem, gate)
-            .await;
+        let sending = sender.send(&claimed.letter, &claimed.message_id, &stem, gate);
+        let preparing = prepare(&d, &rx, &marks, &stop);
+        tokio::pin!(sending, preparing);
+        let mut prepared = None;
+        let delivery = loop {
+            tokio::select! {
+                biased;
+                delivery = &mut sending => break delivery,
+                p = &mut preparing, if prepared.is_none() => prepared = Some(p),
+            }
+        };
         let finished_at = now_millis();
         if delivery.throttled {
             let until = finished_at + d.throttle_cooldown_ms;
@@ -510,14 +550,14 @@ async fn send_letters(
                 "the relay asked to slow down; pausing"
             );
         }
-        let next = d.policy.next(
+        let next_state = d.policy.next(
             &delivery,
             claimed.attempt,
             claimed.queued_at,
             finished_at,
             &mut rng,
         );
-        tracing::debug!(letter_id = claimed.id, stage = %delivery.stage, code = delivery.code, ?next, "attempt finished");
+        tracing::debug!(letter_id = claimed.id, stage = %delivery.stage, code = delivery.code, next = ?next_state, "attempt finished");
         let record = AttemptRecord {
             letter_id: claimed.id,
             lease_token: claimed.lease_token,
@@ -525,7 +565,7 @@ async fn send_letters(
             worker: d.worker_id.clone(),
             started_at,
             finished_at,
-            next,
+            next: next_state,
             stage: Some(delivery.stage.as_str().to_owned()),
             code: delivery.code,
             enhanced_code: delivery.enhanced_code,
@@ -534,6 +574,10 @@ async fn send_letters(
         if results.send(record).await.is_err() {
             break;
         }
+        next = match prepared {
+            Some(p) => p,
+            None => preparing.await,
+        };
     }
     sender.close().await;
 }

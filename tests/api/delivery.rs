@@ -332,3 +332,51 @@ async fn a_rejected_recipient_does_not_cost_the_connection() {
         "RSET after a refusal keeps the connection"
     );
 }
+
+#[tokio::test]
+async fn the_next_letter_is_marked_sending_while_the_one_before_it_is_on_the_wire() {
+    // A server slow to accept the first message, and one connection: while the first letter
+    // waits for its reply, its sending task has already prepared the next one.
+    let server = ScriptedSmtp::start_with(|e: &Event| match e.stage {
+        Stage::EndOfData if e.transaction == 0 => Action::Delay(Duration::from_millis(1500)),
+        _ => Action::Default,
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("MISSIVE_SMTP__URL", &server.url()),
+        ("MISSIVE_SMTP__CONNECTIONS", "1"),
+    ])
+    .await;
+    app.sign(&signer("Ana", "Example", "ana@example.net"))
+        .await
+        .unwrap();
+    let db = app.db().await;
+    let watch = async {
+        // While the server holds back its reply to the first message: is a second letter
+        // `sending` while the server has seen only the first letter's MAIL?
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1400);
+        while server.transactions() <= 1 && tokio::time::Instant::now() < deadline {
+            let before = server.transactions();
+            let sending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM letters WHERE state = 'sending'")
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            if before == 1 && server.transactions() == 1 && sending == 2 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+
+    let (summary, marked_ahead) = tokio::join!(app.send_all(), watch);
+
+    assert!(
+        marked_ahead,
+        "the next letter was marked sending while the first was on the wire"
+    );
+    assert_eq!(summary.sent, 4);
+    assert_eq!(summary.in_doubt, 0);
+    assert_eq!(server.received().len(), 4);
+}
