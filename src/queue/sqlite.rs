@@ -128,6 +128,16 @@ fn row_chunks(n: usize) -> impl Iterator<Item = usize> {
     )
 }
 
+/// How a batch of `n` rows goes in statements that may carry padding rows that match nothing:
+/// `(rows, size)` pairs, as many full statements of `MAX_ROWS` as fit, then the rest in one
+/// statement of the next power of two. One statement (one round trip to the database thread)
+/// where `row_chunks` would need up to six, from the same seven statement texts.
+fn padded_chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let rest = n % MAX_ROWS;
+    std::iter::repeat_n((MAX_ROWS, MAX_ROWS), n / MAX_ROWS)
+        .chain((rest > 0).then(|| (rest, rest.next_power_of_two())))
+}
+
 /// `head`, `rows` copies of `row` separated by commas, then `tail`.
 fn multi_row_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + (row.len() + 2) * rows + tail.len());
@@ -492,13 +502,15 @@ impl SqliteQueue {
         // letter, from a few fixed texts (prepared once, cached). Every attempt is kept, in
         // batch order.
         let mut rest = records.iter();
-        for rows in row_chunks(records.len()) {
+        for (rows, size) in padded_chunks(records.len()) {
+            // Padding rows are all NULL, and left out by the WHERE.
             let sql = multi_row_sql(
                 "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
-                    duration_ms, outcome, stage, code, enhanced_code, reply) VALUES ",
+                    duration_ms, outcome, stage, code, enhanced_code, reply)
+                 SELECT * FROM (VALUES ",
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-                "",
+                size,
+                ") WHERE column1 IS NOT NULL",
             );
             let mut query = sqlx::query(&sql);
             for r in rest.by_ref().take(rows) {
@@ -514,6 +526,11 @@ impl SqliteQueue {
                     .bind(r.code)
                     .bind(r.enhanced_code.as_deref())
                     .bind(r.reply.as_deref());
+            }
+            for _ in rows..size {
+                for _ in 0..11 {
+                    query = query.bind(None::<i64>);
+                }
             }
             query.execute(&mut **tx).await?;
         }
@@ -534,12 +551,13 @@ impl SqliteQueue {
         let mut moved = 0;
         for round in &rounds {
             let mut rest = round.iter();
-            for rows in row_chunks(round.len()) {
+            for (rows, size) in padded_chunks(round.len()) {
+                // Padding rows have no id, and so match no letter.
                 let sql = multi_row_sql(
                     "WITH r (id, token, state, code, enhanced_code, reply, next_at, sent_at)
                        AS (VALUES ",
                     "(?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    size,
                     record_update_tail(),
                 );
                 let mut query = sqlx::query(&sql);
@@ -558,6 +576,11 @@ impl SqliteQueue {
                         .bind(r.reply.as_deref())
                         .bind(next_at)
                         .bind(sent_at);
+                }
+                for _ in rows..size {
+                    for _ in 0..8 {
+                        query = query.bind(None::<i64>);
+                    }
                 }
                 moved += query.bind(now).execute(&mut **tx).await?.rows_affected();
             }
@@ -630,7 +653,8 @@ impl SqliteQueue {
     pub(super) async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
         Ok(sqlx::query(
             "UPDATE letters SET lease_expires_at = ?1
-              WHERE lease_token = ?2 AND state IN ('claimed', 'sending')",
+              WHERE lease_expires_at IS NOT NULL AND lease_token = ?2
+                AND state IN ('claimed', 'sending')",
         )
         .bind(until)
         .bind(token)
@@ -686,7 +710,8 @@ impl SqliteQueue {
               GROUP BY campaign, target_id, state, kind
              UNION ALL
              SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
-              WHERE state IN ('claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)
+              WHERE lease_expires_at IS NOT NULL AND state IN ('claimed', 'sending')
+                AND (?1 IS NULL OR campaign = ?1)
               GROUP BY campaign, target_id, state, kind
              ORDER BY 1, 2, 3, 4",
         )
@@ -955,6 +980,24 @@ mod tests {
         }
         assert_eq!(row_chunks(200).collect::<Vec<_>>(), [64, 64, 64, 8]);
         assert_eq!(row_chunks(0).count(), 0);
+    }
+
+    #[test]
+    fn padded_batches_take_one_statement_per_64_rows_of_a_known_size() {
+        for n in 0..300 {
+            let chunks: Vec<(usize, usize)> = padded_chunks(n).collect();
+            assert_eq!(chunks.iter().map(|c| c.0).sum::<usize>(), n, "{n}: {chunks:?}");
+            assert_eq!(chunks.len(), n.div_ceil(MAX_ROWS), "{n}: {chunks:?}");
+            for (rows, size) in chunks {
+                assert!(size.is_power_of_two() && size <= MAX_ROWS, "{n}: {size}");
+                assert!(rows <= size && size < 2 * rows, "{n}: {rows} in {size}");
+            }
+        }
+        assert_eq!(
+            padded_chunks(200).collect::<Vec<_>>(),
+            [(64, 64), (64, 64), (64, 64), (8, 8)]
+        );
+        assert_eq!(padded_chunks(13).collect::<Vec<_>>(), [(13, 16)]);
     }
 
     #[tokio::test]
