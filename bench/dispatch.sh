@@ -6,6 +6,8 @@
 #
 # Usage: bench/dispatch.sh [--json] [N] [CONNECTIONS]   (defaults: 10000 signers, 16 connections)
 #   --json   also print one line `{"bench":"dispatch",...}` with every figure, last.
+# First, as a yardstick, Postfix's smtp-source sends as many 5,000-byte messages (at most 30,000)
+# over as many connections into a sink of its own (CALIBRATE=0 skips it).
 # Needs: smtp-sink (apt-get install postfix), /usr/bin/time (apt-get install time), python3.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -15,7 +17,7 @@ ARGS=()
 for a in "$@"; do
   case "$a" in
     --json) JSON=1 ;;
-    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done
@@ -32,6 +34,7 @@ export MISSIVE_SMTP__CONNECTIONS="$CONNS"
 export MISSIVE_SENDING__CLAIM_BATCH=256
 
 machine_facts
+calibrate "$CONNS" "$((N * 3 < 30000 ? N * 3 : 30000))"
 echo "dispatch: $N signers x 3 targets = $((N * 3)) letters, $CONNS SMTP connections"
 
 # measure LABEL COMMAND...: runs it under /usr/bin/time -v; sets LABEL_wall, _cpu, _rss_mib.
@@ -76,9 +79,9 @@ if [ "$JSON" = 1 ]; then
     letters=int(sys.argv[2]), sent=int(sys.argv[3]), connections=int(sys.argv[4]),
     import_wall_s=float(sys.argv[5]), import_cpu_s=float(sys.argv[6]), import_rss_mib=float(sys.argv[7]),
     send_wall_s=float(sys.argv[8]), send_cpu_s=float(sys.argv[9]), send_rss_mib=float(sys.argv[10]),
-    send_letters_per_s=int(sys.argv[11]))))' \
+    send_letters_per_s=int(sys.argv[11]), smtp_source_msgs_per_s=int(sys.argv[12]))))' \
     "$N" "$letters" "$sent_total" "$CONNS" "$import_wall" "$import_cpu" "$import_rss_mib" \
-    "$send_wall" "$send_cpu" "$send_rss_mib" "$send_rate"
+    "$send_wall" "$send_cpu" "$send_rss_mib" "$send_rate" "$SOURCE_RATE"
 fi
 if [ "$sent_total" -ne "$((N * 3))" ] || [ "$letters" -ne "$((N * 3))" ]; then
   echo "FAILED: $sent_total of $((N * 3)) letters sent ($letters queued)" >&2

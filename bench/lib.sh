@@ -16,7 +16,7 @@ need() {
   for tool in "$@"; do
     command -v "$tool" >/dev/null 2>&1 && continue
     case "$tool" in
-      smtp-sink) hint="apt-get install postfix (smtp-sink comes with it; Postfix itself need not run)" ;;
+      smtp-sink | smtp-source) hint="apt-get install postfix ($tool comes with it; Postfix itself need not run)" ;;
       wrk) hint="apt-get install wrk" ;;
       /usr/bin/time) hint="apt-get install time" ;;
       python3) hint="apt-get install python3" ;;
@@ -87,6 +87,31 @@ start_sink() {
   SINK_PID=$!
   track "$SINK_PID"
   wait_port "$SINK_PORT"
+}
+
+# calibrate CONNECTIONS MESSAGES: what Postfix's own client reaches on this machine, as a
+# yardstick beside Missive's figure: `smtp-source` (no database, no rendering, no pipelining)
+# sends MESSAGES messages of about 5,000 bytes (the size of the benchmark's letters) over
+# CONNECTIONS connections into a smtp-sink of its own. Prints one "calibration:" line and sets
+# SOURCE_RATE (messages/s). CALIBRATE=0 skips it (SOURCE_RATE=0).
+calibrate() {
+  SOURCE_RATE=0
+  [ "${CALIBRATE:-1}" = 0 ] && return 0
+  need smtp-source
+  local port pid start end
+  port=$(free_port)
+  smtp-sink -u nobody -c "127.0.0.1:$port" 1024 >/dev/null 2>&1 &
+  pid=$!
+  track "$pid"
+  wait_port "$port"
+  start=$(date +%s.%N)
+  smtp-source -d -s "$1" -l 5000 -m "$2" "127.0.0.1:$port" >/dev/null 2>&1 ||
+    die "smtp-source failed" "apt-get install postfix"
+  end=$(date +%s.%N)
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  SOURCE_RATE=$(python3 -c "print(round($2 / max($end - $start, 0.001)))")
+  echo "calibration: smtp-source -d -s $1 -l 5000 -m $2 into smtp-sink: $SOURCE_RATE messages/s"
 }
 
 # The sink's session and message counters ("sess=4 quit=4 mesg=600"), after stopping it.
