@@ -986,7 +986,11 @@ mod tests {
     fn padded_batches_take_one_statement_per_64_rows_of_a_known_size() {
         for n in 0..300 {
             let chunks: Vec<(usize, usize)> = padded_chunks(n).collect();
-            assert_eq!(chunks.iter().map(|c| c.0).sum::<usize>(), n, "{n}: {chunks:?}");
+            assert_eq!(
+                chunks.iter().map(|c| c.0).sum::<usize>(),
+                n,
+                "{n}: {chunks:?}"
+            );
             assert_eq!(chunks.len(), n.div_ceil(MAX_ROWS), "{n}: {chunks:?}");
             for (rows, size) in chunks {
                 assert!(size.is_power_of_two() && size <= MAX_ROWS, "{n}: {size}");

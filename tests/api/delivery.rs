@@ -2,7 +2,7 @@
 //! letter (sent, deferred with backoff, failed with the server's words, in doubt), the attempts
 //! recorded, and connections reused rather than opened per letter.
 
-use crate::helpers::{signer, spawn_app_with, TestApp};
+use crate::helpers::{ana_over_one_connection, signer, spawn_app_with, TestApp};
 use crate::smtp_server::{reply, Action, Event, ScriptedSmtp, Stage};
 use missive::domain::LetterState;
 use missive::queue::now_millis;
@@ -226,14 +226,7 @@ async fn losing_the_connection_after_the_final_dot_leaves_the_letter_in_doubt() 
         _ => Action::Default,
     })
     .await;
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = ana_over_one_connection(&server).await;
 
     let summary = app.send_all().await;
 
@@ -276,14 +269,7 @@ async fn retry_failed_queues_failed_letters_and_the_next_batch_sends_them() {
         _ => Action::Default,
     })
     .await;
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = ana_over_one_connection(&server).await;
     assert_eq!(app.send_all().await.failed, 4);
 
     let requeued = app
@@ -342,14 +328,7 @@ async fn the_next_letter_is_marked_sending_while_the_one_before_it_is_on_the_wir
         _ => Action::Default,
     })
     .await;
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = ana_over_one_connection(&server).await;
     let db = app.db().await;
     let watch = async {
         // While the server holds back its reply to the first message: is a second letter

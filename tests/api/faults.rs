@@ -1,7 +1,7 @@
 //! The fault matrix: every way an SMTP server or the network can fail, scripted, with the
 //! letter's final state, the attempt recorded (stage, code, outcome) and the next attempt time.
 
-use crate::helpers::{signer, spawn_app_with, TestApp};
+use crate::helpers::{ana_over_one_connection, signer, spawn_app_with, TestApp};
 use crate::smtp_server::{reply, Action, Event, ScriptedSmtp, Stage};
 use missive::queue::now_millis;
 use std::time::Duration;
@@ -416,14 +416,7 @@ async fn a_server_that_closes_idle_connections_costs_no_letter_an_attempt() {
         _ => Action::Default,
     })
     .await;
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = ana_over_one_connection(&server).await;
 
     let summary = app.send_all().await;
 

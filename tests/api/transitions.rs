@@ -145,17 +145,18 @@ proptest! {
 }
 
 /// Claims up to ten due letters of any campaign under `token`, leased for 30 s.
-async fn claim_up_to_ten(
+async fn claim_up_to(
     q: &missive::queue::Queue,
     token: i64,
     now: i64,
+    limit: u32,
 ) -> Result<Vec<missive::queue::ClaimedLetter>, missive::queue::QueueError> {
     q.claim(&ClaimRequest {
         owner: "test",
         token,
         now,
         lease_ms: 30_000,
-        limit: 10,
+        limit,
         campaign: None,
         target: None,
         exclude_campaigns: None,
@@ -172,7 +173,7 @@ async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would()
         .unwrap();
     let q = &app.app.queue;
     let now = missive::queue::now_millis();
-    let claimed = claim_up_to_ten(q, 1, now).await.unwrap();
+    let claimed = claim_up_to(q, 1, now, 10).await.unwrap();
     let ids: Vec<i64> = claimed.iter().map(|l| l.id).collect();
     assert!(ids.len() >= 3, "{ids:?}");
     let (a, b, c) = (ids[0], ids[1], ids[2]);
@@ -243,7 +244,7 @@ async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_er
     .unwrap();
 
     // Act
-    let claimed = claim_up_to_ten(&app.app.queue, 1, missive::queue::now_millis())
+    let claimed = claim_up_to(&app.app.queue, 1, missive::queue::now_millis(), 10)
         .await
         .expect("a vanished letter does not fail the claim");
 
@@ -263,19 +264,7 @@ async fn status_counts_the_letters_a_worker_holds_beside_the_others() {
         .unwrap();
     let q = &app.app.queue;
     let now = missive::queue::now_millis();
-    let claimed = q
-        .claim(&ClaimRequest {
-            owner: "test",
-            token: 1,
-            now,
-            lease_ms: 30_000,
-            limit: 2,
-            campaign: None,
-            target: None,
-            exclude_campaigns: None,
-        })
-        .await
-        .unwrap();
+    let claimed = claim_up_to(q, 1, now, 2).await.unwrap();
     assert_eq!(claimed.len(), 2);
     q.mark_sending(1, &[claimed[0].id], now).await.unwrap();
 
