@@ -138,6 +138,17 @@ fn padded_chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
         .chain((rest > 0).then(|| (rest, rest.next_power_of_two())))
 }
 
+type RowsQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds `padding` rows of NULLs, one for each placeholder of `row`: the rows a padded
+/// statement (`padded_chunks`) carries beyond the real ones.
+fn bind_padding<'q>(mut query: RowsQuery<'q>, row: &str, padding: usize) -> RowsQuery<'q> {
+    for _ in 0..padding * row.matches('?').count() {
+        query = query.bind(None::<i64>);
+    }
+    query
+}
+
 /// `head`, `rows` copies of `row` separated by commas, then `tail`.
 fn multi_row_sql(head: &str, row: &str, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(head.len() + (row.len() + 2) * rows + tail.len());
@@ -501,6 +512,7 @@ impl SqliteQueue {
         // Multi-row statements with bound values: a few statements per batch, not two per
         // letter, from a few fixed texts (prepared once, cached). Every attempt is kept, in
         // batch order.
+        const ATTEMPT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let mut rest = records.iter();
         for (rows, size) in padded_chunks(records.len()) {
             // Padding rows are all NULL, and left out by the WHERE.
@@ -508,7 +520,7 @@ impl SqliteQueue {
                 "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
                     duration_ms, outcome, stage, code, enhanced_code, reply)
                  SELECT * FROM (VALUES ",
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ATTEMPT_ROW,
                 size,
                 ") WHERE column1 IS NOT NULL",
             );
@@ -527,12 +539,9 @@ impl SqliteQueue {
                     .bind(r.enhanced_code.as_deref())
                     .bind(r.reply.as_deref());
             }
-            for _ in rows..size {
-                for _ in 0..11 {
-                    query = query.bind(None::<i64>);
-                }
-            }
-            query.execute(&mut **tx).await?;
+            bind_padding(query, ATTEMPT_ROW, size - rows)
+                .execute(&mut **tx)
+                .await?;
         }
         // A letter's records apply in batch order, as when they were written one by one: its
         // nth record in the batch goes in round n (there is only one round unless a batch holds
@@ -548,6 +557,7 @@ impl SqliteQueue {
             rounds[*n].push(r);
             *n += 1;
         }
+        const MOVE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         let mut moved = 0;
         for round in &rounds {
             let mut rest = round.iter();
@@ -556,7 +566,7 @@ impl SqliteQueue {
                 let sql = multi_row_sql(
                     "WITH r (id, token, state, code, enhanced_code, reply, next_at, sent_at)
                        AS (VALUES ",
-                    "(?, ?, ?, ?, ?, ?, ?, ?)",
+                    MOVE_ROW,
                     size,
                     record_update_tail(),
                 );
@@ -577,12 +587,11 @@ impl SqliteQueue {
                         .bind(next_at)
                         .bind(sent_at);
                 }
-                for _ in rows..size {
-                    for _ in 0..8 {
-                        query = query.bind(None::<i64>);
-                    }
-                }
-                moved += query.bind(now).execute(&mut **tx).await?.rows_affected();
+                moved += bind_padding(query, MOVE_ROW, size - rows)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
             }
         }
         Ok(moved)
