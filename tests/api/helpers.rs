@@ -103,18 +103,23 @@ pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Spawns the app sending over one connection to `server`, with one signer (Ana, whose
-/// four letters are queued).
-pub(crate) async fn ana_over_one_connection(server: &crate::smtp_server::ScriptedSmtp) -> TestApp {
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
+/// Spawns the app with extra `MISSIVE_*` settings and one signer (Ana, whose four letters are
+/// queued).
+pub(crate) async fn spawn_app_with_ana(extra: &[(&str, &str)]) -> TestApp {
+    let app = spawn_app_with(extra).await;
     app.sign(&signer("Ana", "Example", "ana@example.net"))
         .await
         .unwrap();
     app
+}
+
+/// Spawns the app sending over one connection to `server`, with Ana's four letters queued.
+pub(crate) async fn ana_over_one_connection(server: &crate::smtp_server::ScriptedSmtp) -> TestApp {
+    spawn_app_with_ana(&[
+        ("MISSIVE_SMTP__URL", &server.url()),
+        ("MISSIVE_SMTP__CONNECTIONS", "1"),
+    ])
+    .await
 }
 
 /// Spawns the app with extra `MISSIVE_*` settings (e.g. `MISSIVE_SMTP__URL`).

@@ -3,7 +3,7 @@
 //! The scheduler's own guarantees (sliding windows, DST, drip, plan = run) are unit-tested in
 //! `src/pacing`.
 
-use crate::helpers::{run, signer, spawn_app, TestApp, CAMPAIGN};
+use crate::helpers::{run, signer, spawn_app, spawn_app_with_ana, TestApp, CAMPAIGN};
 use chrono::{Datelike, Utc};
 
 /// Replaces the campaign's `[pacing]` tables with `block`, then restarts the app on it.
@@ -114,10 +114,7 @@ async fn nothing_goes_to_a_target_outside_its_window() {
 
 #[tokio::test]
 async fn a_paused_campaign_sends_nothing_until_resumed_even_letters_signed_meanwhile() {
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
 
     let paused = run(app.cli().args(["pause", "--campaign", CAMPAIGN]));
     app.sign(&signer("Luis", "Example", "luis@example.net"))
@@ -136,10 +133,7 @@ async fn a_paused_campaign_sends_nothing_until_resumed_even_letters_signed_meanw
 
 #[tokio::test]
 async fn pausing_one_target_holds_only_its_letters() {
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
 
     let out = run(app
         .cli()
@@ -158,10 +152,7 @@ async fn pausing_one_target_holds_only_its_letters() {
 
 #[tokio::test]
 async fn cancelled_letters_are_reported_and_never_sent() {
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
 
     let out = run(app
         .cli()

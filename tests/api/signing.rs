@@ -1,7 +1,7 @@
 //! Signing: one signature, its letters rendered and pinned once, duplicates recognised, and no
 //! signer input able to reach a mail header.
 
-use crate::helpers::{decode_qp, signer, spawn_app, CAMPAIGN};
+use crate::helpers::{decode_qp, signer, spawn_app, spawn_app_with_ana, CAMPAIGN};
 use missive::domain::SignerField;
 use missive::intake::IntakeError;
 use missive::queue::Recorded;
@@ -161,10 +161,7 @@ async fn letters_are_written_in_the_signers_language() {
 
 #[tokio::test]
 async fn editing_a_template_never_rewrites_letters_already_queued() {
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
     let subject = app
         .path()
         .join("letters")

@@ -2,7 +2,7 @@
 //! every queue operation, with every letter's state read after each one; each change must be an
 //! edge of `domain::TRANSITIONS`, and fenced writes with a stale token must change nothing.
 
-use crate::helpers::{signer, spawn_app, TestApp};
+use crate::helpers::{signer, spawn_app, spawn_app_with_ana, TestApp};
 use missive::domain::LetterState;
 use missive::queue::{AttemptRecord, ClaimRequest, NextState, Scope};
 use proptest::prelude::*;
@@ -167,10 +167,7 @@ async fn claim_up_to(
 #[tokio::test]
 async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would() {
     // Arrange: three letters claimed under token 1; the first one's DATA was accepted.
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
     let q = &app.app.queue;
     let now = missive::queue::now_millis();
     let claimed = claim_up_to(q, 1, now, 10).await.unwrap();
@@ -225,10 +222,7 @@ async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would()
 async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_error() {
     // Arrange: four letters; a trigger deletes one as soon as it is claimed, standing in for
     // an erasure that lands between the claim and the read of the letters' texts.
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
     let db = app.db().await;
     let doomed: i64 = sqlx::query_scalar("SELECT MIN(id) FROM letters")
         .fetch_one(&db)
@@ -258,10 +252,7 @@ async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_er
 #[tokio::test]
 async fn status_counts_the_letters_a_worker_holds_beside_the_others() {
     // Arrange: one signer's four letters: two claimed, of which one is being sent.
-    let app = spawn_app().await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
+    let app = spawn_app_with_ana(&[]).await;
     let q = &app.app.queue;
     let now = missive::queue::now_millis();
     let claimed = claim_up_to(q, 1, now, 2).await.unwrap();
