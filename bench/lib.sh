@@ -6,7 +6,9 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$CARGO_TARGET_DIR/release/missive"
+# MISSIVE_BIN=path runs that binary instead of building one: to compare two builds in turns
+# (copy each build's target/release/missive aside, then alternate runs).
+BIN="${MISSIVE_BIN:-$CARGO_TARGET_DIR/release/missive}"
 
 die() { echo "error: $1" >&2; [ $# -lt 2 ] || echo "hint: $2" >&2; exit 2; }
 
@@ -42,6 +44,10 @@ machine_facts() {
 
 # The release binary, built if needed (quietly: cargo prints only errors).
 build_release() {
+  if [ -n "${MISSIVE_BIN:-}" ]; then
+    [ -x "$BIN" ] || die "MISSIVE_BIN=$BIN is not an executable"
+    return 0
+  fi
   need cargo
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin missive
   [ -x "$BIN" ] || die "no binary at $BIN after the build"
