@@ -15,6 +15,7 @@
 //! on the wire and the one prepared next), and letters claimed but not started are handed back.
 
 mod pacer;
+mod rate;
 mod retry;
 
 pub use retry::RetryPolicy;
@@ -26,11 +27,10 @@ use crate::pacing::GlobalLimits;
 use crate::queue::{
     now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError, Recovered,
 };
-use governor::{DefaultDirectRateLimiter, Quota};
 use pacer::Pacer;
 use rand::SeedableRng;
+use rate::RateLimiter;
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,8 +120,8 @@ pub struct RunOptions {
 pub struct Dispatcher {
     queue: Queue,
     transport: Transport,
-    global: Arc<DefaultDirectRateLimiter>,
-    per_campaign: Arc<HashMap<String, DefaultDirectRateLimiter>>,
+    global: Arc<RateLimiter>,
+    per_campaign: Arc<HashMap<String, RateLimiter>>,
     policy: RetryPolicy,
     claim_batch: u32,
     lease_ms: i64,
@@ -148,15 +148,6 @@ const BATCH_PACING_WAIT_MS: i64 = 2_000;
 /// A request to the journal: a letter id, and where to answer whether it may be transmitted.
 type MarkRequest = (i64, oneshot::Sender<bool>);
 
-/// A rate limiter allowing `rate` letters per second with bursts of `burst`.
-pub fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_nanos(1));
-    let quota = Quota::with_period(period)
-        .expect("period is positive")
-        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is at least 1"));
-    governor::RateLimiter::direct(quota)
-}
-
 impl Dispatcher {
     /// A dispatcher over `queue` and `transport` for the campaigns of `registry` (their rate
     /// caps and pacing), with the `[sending]` and `[pacing]` settings.
@@ -170,13 +161,13 @@ impl Dispatcher {
         let per_campaign = registry
             .iter()
             .filter_map(|c| c.rate_per_second.map(|r| (c.slug.as_str().to_owned(), r)))
-            .map(|(slug, rate)| (slug, limiter(rate, (rate.ceil() as u32).max(1))))
+            .map(|(slug, rate)| (slug, RateLimiter::new(rate, (rate.ceil() as u32).max(1))))
             .collect();
         let pacing_limits = settings.pacing_limits()?;
         Ok(Dispatcher {
             queue,
             transport,
-            global: Arc::new(limiter(s.rate_per_second, s.burst)),
+            global: Arc::new(RateLimiter::new(s.rate_per_second, s.burst)),
             per_campaign: Arc::new(per_campaign),
             policy: RetryPolicy {
                 base_ms: s.retry_base_seconds as i64 * 1000,
