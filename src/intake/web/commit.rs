@@ -34,10 +34,10 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writing task on the queue's writers' thread (`queue::writers`). Outside a
-    /// tokio runtime, every signature is written on its own.
+    /// Starts the writing task on the writer's own thread (see above). Outside a tokio
+    /// runtime, every signature is written on its own.
     pub(super) fn start(queue: Queue) -> GroupCommit {
-        let tx = tokio::runtime::Handle::try_current().is_ok().then(|| {
+        let tx = Handle::try_current().is_ok().then(|| {
             let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
             let task = write_batches(queue.clone(), rx);
             match writer_runtime() {
