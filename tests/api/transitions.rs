@@ -55,18 +55,7 @@ async fn apply(app: &TestApp, op: &Op, now: &mut i64, ids: &[i64]) {
     let id = |pick: usize| ids[pick % ids.len()];
     match *op {
         Op::Claim { limit, token } => {
-            q.claim(&ClaimRequest {
-                owner: "prop",
-                token,
-                now: *now,
-                lease_ms: 30_000,
-                limit,
-                campaign: None,
-                target: None,
-                exclude_campaigns: None,
-            })
-            .await
-            .unwrap();
+            claim_up_to(q, token, *now, limit).await.unwrap();
         }
         Op::Mark { token, pick } => {
             q.mark_sending(token, &[id(pick)], *now).await.unwrap();
