@@ -1,6 +1,7 @@
 //! Crashes and stops: `missive send` killed with SIGKILL at random moments, again and again,
 //! must lose no letter and send none twice without marking it in doubt; SIGTERM must stop a
-//! batch cleanly with no letter left leased.
+//! batch cleanly with no letter left leased. `missive serve` killed while clients sign through
+//! the API must keep every signature it acknowledged, each with all its letters.
 
 use crate::helpers::{run, spawn_app_with, TestApp, CAMPAIGN};
 use crate::smtp_server::{Action, Event, ScriptedSmtp, Stage};
@@ -186,4 +187,127 @@ async fn sigterm_stops_a_batch_cleanly_with_no_letter_left_leased() {
         sent,
         "the server got exactly the letters marked sent"
     );
+}
+
+/// Posts one signature to the JSON API of a server at `address` over a fresh connection;
+/// returns the HTTP status.
+async fn post_signature(address: &str, key: &str, email: &str) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = crate::web_helpers::api_body(email);
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!(
+        "POST /api/v1/campaigns/{CAMPAIGN}/signatures HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    std::str::from_utf8(&response)
+        .ok()
+        .and_then(|r| r.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+// The clients run on this test's runtime while the binary runs: use worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_serve_mid_intake_keeps_every_acknowledged_signature_with_all_its_letters() {
+    let port = crate::web_helpers::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let key = "crash-test-key-0123456789-abcdefgh";
+    let base_url = format!("http://{address}");
+    let app = spawn_app_with(&[
+        ("MISSIVE_HTTP__BIND", &address),
+        ("MISSIVE_HTTP__BASE_URL", &base_url),
+        (
+            "MISSIVE_HTTP__SECRET",
+            "crash-test-secret-0123456789-abcdefghijkl",
+        ),
+        ("MISSIVE_HTTP__API_KEYS", key),
+        ("MISSIVE_HTTP__API_PER_SECOND", "1000000"),
+        ("MISSIVE_HTTP__API_BURST", "1000000"),
+    ])
+    .await;
+    let targets = app.app.registry.get(CAMPAIGN).unwrap().targets.len() as i64;
+    let mut rng = rand::rng();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+
+    // Kill `missive serve --no-worker` 5 times while 8 clients sign as fast as they can.
+    for round in 0..5 {
+        let mut child = app
+            .cli()
+            .args(["serve", "--no-worker"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("missive serve starts");
+        let up = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(Instant::now() < up, "the server did not start listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let clients: Vec<_> = (0..8)
+            .map(|c| {
+                let (address, key) = (address.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    let mut refused = 0;
+                    for n in 0.. {
+                        let email = format!("r{round}-c{c}-n{n}@example.net");
+                        match post_signature(&address, &key, &email).await {
+                            Ok(201) => acknowledged.push(email),
+                            Ok(_) => refused += 1,
+                            Err(_) => break,
+                        }
+                    }
+                    (acknowledged, refused)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        for client in clients {
+            let (ok, no) = client.await.unwrap();
+            acknowledged.extend(ok);
+            refused += no;
+        }
+    }
+
+    assert_eq!(refused, 0, "no signature was refused while the server ran");
+    assert!(
+        !acknowledged.is_empty(),
+        "some signatures were acknowledged"
+    );
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.email_normalized, COUNT(l.id) FROM signatures s
+           LEFT JOIN letters l ON l.signature_id = s.id GROUP BY s.id",
+    )
+    .fetch_all(&app.db().await)
+    .await
+    .unwrap();
+    let stored: HashMap<String, i64> = rows.into_iter().collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|e| !stored.contains_key(*e))
+        .collect();
+    let partial: Vec<(&String, &i64)> = stored.iter().filter(|(_, n)| **n != targets).collect();
+    eprintln!(
+        "intake kill test: 5 kills, {} signatures acknowledged, {} stored, {} lost, {} without all {targets} letters",
+        acknowledged.len(),
+        stored.len(),
+        lost.len(),
+        partial.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert!(
+        partial.is_empty(),
+        "stored without all their letters: {partial:?}"
+    );
+    // The database opens cleanly after the kills.
+    let out = run(app.cli().arg("status"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
