@@ -286,17 +286,22 @@ impl SqliteQueue {
             .filter(|sig| created.contains(&sig.public_id))
             .flat_map(|sig| sig.letters.iter().map(move |l| (sig, l)))
             .collect();
+        // Letters and their bodies in padded statements (`padded_chunks`): one statement per
+        // 64 rows, whatever the batch; their order within a batch does not matter.
+        const LETTER_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let mut rest = letters.iter();
-        for rows in row_chunks(letters.len()) {
+        for (rows, size) in padded_chunks(letters.len()) {
             let sql = multi_row_sql(
                 "INSERT INTO letters (signature_id, campaign, target_id, recipient, recipient_name,
                     recipient_domain, from_name, from_address, reply_to, language, template_hash,
                     message_id, state, attempts, next_attempt_at, queued_at, created_at, updated_at)
-                 VALUES ",
-                "((SELECT id FROM signatures WHERE public_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                  'queued', 0, ?, ?, ?, ?)",
-                rows,
-                "",
+                 SELECT (SELECT id FROM signatures WHERE public_id = column1), column2, column3,
+                    column4, column5, column6, column7, column8, column9, column10, column11,
+                    column12, 'queued', 0, column13, column13, column13, column13
+                   FROM (VALUES ",
+                LETTER_ROW,
+                size,
+                ") WHERE column1 IS NOT NULL",
             );
             let mut query = sqlx::query(&sql);
             for (sig, l) in rest.by_ref().take(rows) {
@@ -314,20 +319,23 @@ impl SqliteQueue {
                     .bind(letter.language.as_str())
                     .bind(letter.template_hash.as_str())
                     .bind(l.message_id.as_str())
-                    .bind(now)
-                    .bind(now)
-                    .bind(now)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            bind_padding(query, LETTER_ROW, size - rows)
+                .execute(&mut *tx)
+                .await?;
         }
+        const BODY_ROW: &str = "(?, ?, ?, ?)";
         let mut rest = letters.iter();
-        for rows in row_chunks(letters.len()) {
+        for (rows, size) in padded_chunks(letters.len()) {
             let sql = multi_row_sql(
-                "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html) VALUES ",
-                "((SELECT id FROM letters WHERE message_id = ?), ?, ?, ?)",
-                rows,
-                "",
+                "INSERT INTO letter_bodies (letter_id, subject, body_text, body_html)
+                 SELECT (SELECT id FROM letters WHERE message_id = column1), column2, column3,
+                    column4
+                   FROM (VALUES ",
+                BODY_ROW,
+                size,
+                ") WHERE column1 IS NOT NULL",
             );
             let mut query = sqlx::query(&sql);
             for (_, l) in rest.by_ref().take(rows) {
@@ -338,7 +346,9 @@ impl SqliteQueue {
                     .bind(letter.body_text.as_str())
                     .bind(letter.body_html.as_deref());
             }
-            query.execute(&mut *tx).await?;
+            bind_padding(query, BODY_ROW, size - rows)
+                .execute(&mut *tx)
+                .await?;
         }
         let mut out = Vec::with_capacity(batch.len());
         for sig in batch {
