@@ -58,10 +58,8 @@ impl RateLimiter {
         }
         // The instant this letter counts at: when it asked, or, for a sender that waited, when
         // its turn came (at most `forgiven` earlier than now).
-        let counted = match due {
-            Some(due) => now - (now - due.min(now)).min(self.forgiven),
-            None => now,
-        };
+        let late = due.map_or(Duration::ZERO, |due| now.saturating_duration_since(due));
+        let counted = now - late.min(self.forgiven);
         *tat = Some(current.max(counted) + self.interval);
         Ok(())
     }
