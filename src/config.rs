@@ -1,6 +1,9 @@
 //! Typed settings: `config/default.toml` (embedded in the binary) overlaid by an optional file
 //! and then by `MISSIVE_<SECTION>__<KEY>` environment variables. Plain data plus the checks that
-//! make a bad value fail at start-up with the key's name, never half-way through a batch.
+//! make a bad value fail at start-up with the key's name, never half-way through a batch; checks
+//! that need another module's knowledge (the SMTP URL, the CA file) live in that module.
+//!
+//! Depends on `pacing` (for its limits' checks) only.
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -333,20 +336,8 @@ impl Settings {
                 "timeouts must be at least 1 second",
             );
         }
-        if !self.smtp.url.trim().is_empty() {
-            crate::mailer::SmtpEndpoint::parse(&self.smtp.url, self.smtp.starttls).map_err(
-                |e| ConfigError::Invalid {
-                    key: "smtp.url",
-                    problem: e.to_string(),
-                },
-            )?;
-        }
-        if let Some(path) = self.smtp.ca_file() {
-            crate::mailer::check_ca_file(path).map_err(|problem| ConfigError::Invalid {
-                key: "smtp.ca_file",
-                problem,
-            })?;
-        }
+        // `smtp.url` and `smtp.ca_file` are checked by the mailer, which uses them
+        // (`Transport::from_settings`, at start-up of every command that sends).
         self.check_http()
     }
 
@@ -484,39 +475,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
-        let err = Settings::load(None, env(&[("MISSIVE_SMTP__URL", "http://x")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("smtp.url"), "{err}");
-    }
-
-    #[test]
-    fn a_ca_file_that_cannot_be_used_stops_start_up_naming_the_key_and_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.pem");
-        let not_pem = dir.path().join("notes.txt");
-        std::fs::write(&not_pem, "not a certificate\n").unwrap();
-        for (path, words) in [
-            (&missing, "cannot be read"),
-            (&not_pem, "holds no certificate"),
-        ] {
-            let err = Settings::load(
-                None,
-                env(&[
-                    ("MISSIVE_SMTP__URL", "smtp://127.0.0.1:2525"),
-                    ("MISSIVE_SMTP__CA_FILE", &path.display().to_string()),
-                ]),
-            )
-            .unwrap_err()
-            .to_string();
-            let name = path.file_name().unwrap().to_str().unwrap();
-            assert!(
-                err.contains("smtp.ca_file") && err.contains(name) && err.contains(words),
-                "{err}"
-            );
-        }
-        let unset = Settings::load(None, env(&[])).unwrap();
-        assert_eq!(unset.smtp.ca_file(), None);
     }
 
     #[test]

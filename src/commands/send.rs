@@ -1,6 +1,8 @@
 //! `missive send`: one batch. Sends due letters until none are due or `--limit` is reached,
 //! then prints a summary. SIGINT/SIGTERM stop it cleanly: letters in flight finish, the others
-//! go back to the queue.
+//! go back to the queue. When the relay is unusable (a refused password, every connection
+//! refused...) it stops at once with exit 2, the relay's words and a hint; no letter is failed
+//! or charged an attempt for it.
 
 use super::{progress_bar, shutdown_signal, Outcome};
 use crate::cli::SendArgs;
@@ -74,6 +76,14 @@ pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Ou
             summary.seconds,
             summary.attempted() as f64 / summary.seconds.max(1e-9)
         );
+    }
+    if let Some(fault) = summary.relay_unusable {
+        // Nothing was failed or spent for the relay's fault: say so, then stop with exit 2.
+        eprintln!(
+            "the relay is unusable, so the batch stopped: {app_waiting} letter(s) stay queued, \
+             their attempts unchanged"
+        );
+        return Err(anyhow::Error::new(fault));
     }
     if summary.released > 0 {
         eprintln!(

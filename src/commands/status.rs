@@ -1,19 +1,45 @@
-//! `missive status`: letters per state, per campaign and target, and how long the oldest
-//! waiting letter has waited. `--json` for scripts.
+//! `missive status`: letters per state, per campaign and target, how long the oldest waiting
+//! letter has waited, the relay's health (unusable since when, why, the fix, the next try), and
+//! a warning when deferred letters near `sending.max_age_hours`. `--json` for scripts.
 
 use super::Outcome;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::domain::LetterState;
-use crate::queue::{now_millis, Queue};
+use crate::queue::{now_millis, Ageing, Millis, Queue, RelayHealthRecord, StatusReport};
 use std::collections::BTreeMap;
+
+/// Deferred letters this close to their maximum age are warned about.
+const AGEING_WARNING_MS: Millis = 24 * 3_600_000;
+
+/// Everything `status --json` prints: the report's keys, then the relay and the ageing letters.
+#[derive(serde::Serialize)]
+struct StatusOutput {
+    #[serde(flatten)]
+    report: StatusReport,
+    relays: Vec<RelayHealthRecord>,
+    /// Deferred letters within a day of `sending.max_age_hours` (or past it).
+    near_expiry: Ageing,
+}
 
 pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = Queue::connect(&settings.database.url, settings.database.max_connections).await?;
-    let report = queue.status(args.campaign.as_deref()).await?;
+    let campaign = args.campaign.as_deref();
+    let report = queue.status(campaign).await?;
+    let relays = queue.relay_health().await?;
+    let max_age_ms = settings.sending.max_age_hours as Millis * 3_600_000;
+    let now = now_millis();
+    let near_expiry = queue
+        .ageing(campaign, now - max_age_ms + AGEING_WARNING_MS)
+        .await?;
     queue.close().await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let output = StatusOutput {
+            report,
+            relays,
+            near_expiry,
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
         return Ok(Outcome::Ok);
     }
     let states: Vec<LetterState> = LetterState::ALL
@@ -39,10 +65,56 @@ pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<
         println!("confirmation emails: {}", parts.join(", "));
     }
     if let Some(since) = report.oldest_waiting_since {
-        let secs = ((now_millis() - since) / 1000).max(0);
+        let secs = ((now - since) / 1000).max(0);
         println!("oldest waiting letter queued {} ago", human_duration(secs));
     }
+    for relay in &relays {
+        print_relay(relay, now);
+    }
+    if near_expiry.letters > 0 {
+        let oldest = near_expiry
+            .oldest_queued_at
+            .map(|t| human_duration(((now - t) / 1000).max(0)))
+            .unwrap_or_default();
+        eprintln!(
+            "warning: {} deferred letter(s) are within a day of sending.max_age_hours ({} h): \
+             they expire at their next transient failure after that (the oldest was queued {oldest} \
+             ago; time the relay was unusable counts too)",
+            near_expiry.letters, settings.sending.max_age_hours
+        );
+    }
     Ok(Outcome::Ok)
+}
+
+/// `relay host:port: usable` or `unusable since ...: why`, with the hint and the next try.
+fn print_relay(relay: &RelayHealthRecord, now: Millis) {
+    let since = chrono::DateTime::from_timestamp_millis(relay.since)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    let ago = human_duration(((now - relay.since) / 1000).max(0));
+    if relay.usable {
+        println!("relay {}: usable since {since} ({ago} ago)", relay.relay);
+        return;
+    }
+    println!(
+        "relay {}: unusable since {since} ({ago} ago): {}",
+        relay.relay,
+        relay.reply.as_deref().unwrap_or("no reason recorded")
+    );
+    if let Some(hint) = &relay.hint {
+        println!("  hint: {hint}");
+    }
+    match relay.retry_at {
+        Some(at) => println!(
+            "  next try in {} (by the worker {}); letters stay queued, their attempts unchanged",
+            human_duration(((at - now) / 1000).max(0)),
+            relay.worker
+        ),
+        None => println!(
+            "  the next `missive send`, or `missive serve`, tries again; letters stay queued, \
+             their attempts unchanged"
+        ),
+    }
 }
 
 /// Letters per target (rows) and state (columns), then the totals.

@@ -97,6 +97,9 @@ pub const TRANSITIONS: &[(LetterState, LetterState)] = {
         // Handed back unstarted (shutdown), or its worker vanished before DATA.
         (Claimed, Queued),
         (Claimed, Deferred),
+        // Handed back before its envelope went out, though its worker had already recorded it
+        // as about to go (the relay's session failed first): its attempt is uncounted.
+        (Sending, Queued),
         // A refusal or failure before DATA.
         (Claimed, Failed),
         (Claimed, Expired),

@@ -1,14 +1,17 @@
-//! Turning a queued letter into a MIME message and handing it to a transport: the SMTP client
-//! (`smtp/`, Missive's own, over connections it owns, one per sending task) or the outbox folder
-//! (`outbox.rs`), plus the classification of every result as accepted, transient, permanent or
-//! in doubt.
+//! Turning a queued letter into a MIME message (lettre's builder, `message.rs`) and handing it
+//! to a transport: SMTP (`smtp/`: lettre's connection over sockets Missive owns, one per
+//! sending task) or the outbox folder (`outbox.rs`); the classification of every letter's
+//! result as accepted, transient, permanent or in doubt; and the faults of the relay's session
+//! (`fault.rs`), which are never a letter's.
 //!
 //! Depends on `domain` and `config` only.
 
+mod fault;
 mod message;
 mod outbox;
 mod smtp;
 
+pub use fault::{FaultKind, RelayFault};
 pub use message::build_message;
 pub use outbox::Outbox;
 pub use smtp::{check_ca_file, SmtpEndpoint, SmtpSession, TlsMode};
@@ -19,7 +22,8 @@ use std::fmt;
 use std::sync::Arc;
 
 /// How far a delivery attempt got: the SMTP stage of the last command sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     Connect,
     Tls,
@@ -139,6 +143,16 @@ impl Delivery {
     }
 }
 
+/// What became of handing one letter to the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// The letter's own attempt, whatever its result: it counts as one of its attempts.
+    Attempted(Delivery),
+    /// The relay's session failed before the letter's envelope went out: nothing about the
+    /// letter is known, and it was not attempted.
+    Relay(RelayFault),
+}
+
 /// The `x.y.z` enhanced status code at the start of a reply text (RFC 3463), if any.
 fn enhanced_code(text: &str) -> Option<String> {
     let first = text.split_whitespace().next()?;
@@ -163,6 +177,10 @@ pub enum Transport {
 impl Transport {
     /// The transport the settings ask for: SMTP when `smtp.url` is set, else the outbox.
     pub fn from_settings(settings: &Settings) -> Result<Transport, MailerError> {
+        // Checked even for the outbox, so a wrong path shows before SMTP is switched on.
+        if let Some(path) = settings.smtp.ca_file() {
+            check_ca_file(path).map_err(MailerError::CaFile)?;
+        }
         let url = settings.smtp.url.trim();
         if url.is_empty() {
             Ok(Transport::Outbox(Arc::new(Outbox::new(
@@ -190,6 +208,23 @@ impl Transport {
         }
     }
 
+    /// Opens a connection to the relay and closes it again: whether the relay can be used now.
+    /// The outbox always can.
+    pub async fn probe(&self) -> Result<(), RelayFault> {
+        let mut sender = self.sender();
+        let ready = sender.ready().await;
+        sender.close().await;
+        ready
+    }
+
+    /// The relay letters go to, `host:port`, or `outbox` (the key of its health record).
+    pub fn relay_key(&self) -> String {
+        match self {
+            Transport::Outbox(_) => "outbox".into(),
+            Transport::Smtp(e) => format!("{}:{}", e.host, e.port),
+        }
+    }
+
     /// A description for logs and summaries (no secrets).
     pub fn describe(&self) -> String {
         match self {
@@ -207,6 +242,23 @@ pub enum Sender {
 }
 
 impl Sender {
+    /// Makes sure the transport can take the next letter: for SMTP, a connection is open and
+    /// answering (see [`SmtpSession::ready`]). A fault is the relay's.
+    pub async fn ready(&mut self) -> Result<(), RelayFault> {
+        match self {
+            Sender::Outbox(_) => Ok(()),
+            Sender::Smtp(s) => s.ready().await,
+        }
+    }
+
+    /// Whether a connection to the relay is open (the outbox always counts as one).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Sender::Outbox(_) => true,
+            Sender::Smtp(s) => s.is_connected(),
+        }
+    }
+
     /// Sends one letter and says what became of it. Never panics, never hangs past the
     /// configured timeouts.
     ///
@@ -220,29 +272,29 @@ impl Sender {
         message_id: &str,
         file_stem: &str,
         before_data: F,
-    ) -> Delivery
+    ) -> Handover
     where
         F: std::future::Future<Output = bool>,
     {
         let message = match build_message(letter, message_id) {
             Ok(m) => m,
             Err(e) => {
-                return Delivery {
+                return Handover::Attempted(Delivery {
                     verdict: Verdict::Permanent,
                     stage: Stage::Connect,
                     code: None,
                     enhanced_code: None,
                     reply: format!("the letter cannot be written as an email: {e}"),
                     throttled: false,
-                }
+                })
             }
         };
         match self {
             Sender::Outbox(o) => {
                 if !before_data.await {
-                    return Delivery::lease_lost(Stage::Outbox);
+                    return Handover::Attempted(Delivery::lease_lost(Stage::Outbox));
                 }
-                o.write(file_stem, &message).await
+                Handover::Attempted(o.write(file_stem, &message).await)
             }
             Sender::Smtp(s) => s.send(letter, &message, before_data).await,
         }
@@ -273,6 +325,52 @@ pub enum MailerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_smtp_url_stops_start_up_naming_the_key() {
+        for url in ["http://x", "smtp://user:pw@mail.example.org", "not a url"] {
+            let settings = Settings::load(None, env(&[("MISSIVE_SMTP__URL", url)])).unwrap();
+            let err = Transport::from_settings(&settings).unwrap_err().to_string();
+            assert!(err.contains("smtp.url"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_stops_start_up_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let not_pem = dir.path().join("notes.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        for (path, words) in [
+            (&missing, "cannot be read"),
+            (&not_pem, "holds no certificate"),
+        ] {
+            let settings = Settings::load(
+                None,
+                env(&[
+                    ("MISSIVE_SMTP__URL", "smtp://127.0.0.1:2525"),
+                    ("MISSIVE_SMTP__CA_FILE", &path.display().to_string()),
+                ]),
+            )
+            .unwrap();
+            let err = Transport::from_settings(&settings).unwrap_err().to_string();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(
+                err.contains("smtp.ca_file") && err.contains(name) && err.contains(words),
+                "{err}"
+            );
+        }
+        let unset = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(unset.smtp.ca_file(), None);
+        assert!(Transport::from_settings(&unset).is_ok());
+    }
 
     #[test]
     fn replies_are_classified_by_code() {

@@ -209,6 +209,34 @@ pub struct Recovered {
     pub in_doubt: u64,
 }
 
+/// The relay's health as a worker last saw it (one record per relay, `host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayHealthRecord {
+    pub relay: String,
+    pub usable: bool,
+    /// When it entered this state.
+    pub since: Millis,
+    /// The last fault: the stage the session stopped at, the relay's words, the fix.
+    pub stage: Option<String>,
+    pub code: Option<u16>,
+    pub enhanced_code: Option<String>,
+    pub reply: Option<String>,
+    pub hint: Option<String>,
+    /// While unusable: when a worker tries again.
+    pub retry_at: Option<Millis>,
+    pub worker: String,
+    pub updated_at: Millis,
+}
+
+/// Letters that have failed transiently and waited long: they expire at their next transient
+/// failure (`sending.max_age_hours`), and `status` warns about them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Ageing {
+    pub letters: i64,
+    /// When the oldest of them was queued.
+    pub oldest_queued_at: Option<Millis>,
+}
+
 /// Which letters an organiser's command applies to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scope<'a> {
@@ -279,8 +307,9 @@ impl Queue {
         Ok(self.journal(0, &[], records, now).await?.1)
     }
 
-    /// Hands back leased letters whose conversation never started: they are queued again,
-    /// and the attempt they were counted for is uncounted.
+    /// Hands back leased letters whose conversation never started (claimed, or recorded as
+    /// about to go but never handed to the relay): they are queued again, and the attempt they
+    /// were counted for is uncounted.
     pub async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.release(ids, now).await,
@@ -454,6 +483,31 @@ impl Queue {
     ) -> Result<Vec<(String, String, i64)>, QueueError> {
         match &self.backend {
             Backend::Sqlite(q) => q.waiting_per_target(campaign).await,
+        }
+    }
+
+    /// Writes the relay's health record (replacing the one before).
+    pub async fn save_relay_health(&self, record: &RelayHealthRecord) -> Result<(), QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.save_relay_health(record).await,
+        }
+    }
+
+    /// Every relay's health record.
+    pub async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.relay_health().await,
+        }
+    }
+
+    /// Deferred letters (of `campaign`, if given) queued at or before `queued_before`.
+    pub async fn ageing(
+        &self,
+        campaign: Option<&str>,
+        queued_before: Millis,
+    ) -> Result<Ageing, QueueError> {
+        match &self.backend {
+            Backend::Sqlite(q) => q.ageing(campaign, queued_before).await,
         }
     }
 

@@ -8,8 +8,9 @@
 //! into JSON and parsed back.
 
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature, QueueError,
-    Recorded, Recovered, RetryOutcome, Scope, StatusReport, TargetCount,
+    Ageing, AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature,
+    QueueError, Recorded, Recovered, RelayHealthRecord, RetryOutcome, Scope, StatusReport,
+    TargetCount,
 };
 use crate::domain::{EmailAddress, LanguageTag, Letter, LetterState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 mod web_intake;
 
-/// Hands a claimed letter back unstarted: the attempt it was counted for is uncounted, and it
+/// Hands a leased letter back unstarted: the attempt it was counted for is uncounted, and it
 /// is queued again (deferred if it had failed before). `?1` is the time.
 const UNCLAIM: &str = "SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
     attempts = attempts - 1, updated_at = ?1,
@@ -615,7 +616,8 @@ impl SqliteQueue {
         let mut n = 0;
         for (id, token) in ids {
             n += sqlx::query(&format!(
-                "UPDATE letters {UNCLAIM} WHERE id = ?2 AND lease_token = ?3 AND state = 'claimed'"
+                "UPDATE letters {UNCLAIM}
+                  WHERE id = ?2 AND lease_token = ?3 AND state IN ('claimed', 'sending')"
             ))
             .bind(now)
             .bind(id)
@@ -960,6 +962,89 @@ impl SqliteQueue {
         .bind(campaign)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    pub(super) async fn save_relay_health(&self, r: &RelayHealthRecord) -> Result<(), QueueError> {
+        sqlx::query(
+            "INSERT INTO relay_health (relay, state, since, stage, code, enhanced_code, reply, hint,
+                retry_at, worker, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (relay) DO UPDATE SET state = excluded.state, since = excluded.since,
+                stage = excluded.stage, code = excluded.code,
+                enhanced_code = excluded.enhanced_code, reply = excluded.reply,
+                hint = excluded.hint, retry_at = excluded.retry_at, worker = excluded.worker,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&r.relay)
+        .bind(if r.usable { "usable" } else { "unusable" })
+        .bind(r.since)
+        .bind(r.stage.as_deref())
+        .bind(r.code)
+        .bind(r.enhanced_code.as_deref())
+        .bind(r.reply.as_deref())
+        .bind(r.hint.as_deref())
+        .bind(r.retry_at)
+        .bind(&r.worker)
+        .bind(r.updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT relay, state, since, stage, code, enhanced_code, reply, hint, retry_at,
+                    worker, updated_at
+               FROM relay_health ORDER BY relay",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                let usable = match state.as_str() {
+                    "usable" => true,
+                    "unusable" => false,
+                    other => {
+                        return Err(QueueError::Database(sqlx::Error::Decode(
+                            format!("unknown relay state `{other}`").into(),
+                        )))
+                    }
+                };
+                Ok(RelayHealthRecord {
+                    relay: row.try_get("relay")?,
+                    usable,
+                    since: row.try_get("since")?,
+                    stage: row.try_get("stage")?,
+                    code: row.try_get::<Option<i64>, _>("code")?.map(|c| c as u16),
+                    enhanced_code: row.try_get("enhanced_code")?,
+                    reply: row.try_get("reply")?,
+                    hint: row.try_get("hint")?,
+                    retry_at: row.try_get("retry_at")?,
+                    worker: row.try_get("worker")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn ageing(
+        &self,
+        campaign: Option<&str>,
+        queued_before: Millis,
+    ) -> Result<Ageing, QueueError> {
+        let (letters, oldest_queued_at): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(queued_at) FROM letters
+              WHERE state = 'deferred' AND queued_at <= ?1 AND (?2 IS NULL OR campaign = ?2)",
+        )
+        .bind(queued_before)
+        .bind(campaign)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Ageing {
+            letters,
+            oldest_queued_at,
+        })
     }
 
     pub(super) async fn signature_letters(

@@ -2,11 +2,17 @@
 //!
 //! One `Dispatcher::run` is a pipeline joined by bounded channels: a claimer leasing small
 //! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
-//! connection and waiting on the rate limiters before each letter; a journal writing, many
-//! letters per transaction, that a letter may now be delivered (`sending`, asked for while the
-//! letter before it on the same connection travels, and needed before a byte of the message
-//! goes) and each attempt's result; and a heartbeat extending the run's leases. No transaction
-//! is open during an SMTP conversation.
+//! connection and waiting on the rate limiters at the moment each letter is handed over (so
+//! `rate_per_second` and `burst` hold at the relay's side, however the letters before were
+//! delayed); a journal writing, many letters per transaction, that a letter may now be
+//! delivered (`sending`, asked for while the letter before it on the same connection travels,
+//! and needed before a byte of the message goes) and each attempt's result; and a heartbeat
+//! extending the run's leases. No transaction is open during an SMTP conversation.
+//!
+//! A fault of the relay's session (`relay.rs`) is never a letter's: the letter goes back to
+//! the queue, its attempt uncounted. One turned-away connection backs off while the others go
+//! on; when the relay is unusable, a batch (`missive send`) stops at once and says why, and a
+//! continuous run (`serve`) stops claiming and tries the relay again with a growing delay.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
 //! never got the message), `sending` ones become `in_doubt` (it may have, or, for the one
@@ -16,20 +22,23 @@
 
 mod pacer;
 mod rate;
+mod relay;
 mod retry;
 
 pub use retry::RetryPolicy;
 
 use crate::config::{InDoubtPolicy, Settings};
 use crate::letters::Registry;
-use crate::mailer::{Sender, Transport};
+use crate::mailer::{Delivery, Handover, RelayFault, Sender, Transport};
 use crate::pacing::GlobalLimits;
 use crate::queue::{
-    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, NextState, Queue, QueueError, Recovered,
+    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, Millis, NextState, Queue, QueueError,
+    Recovered,
 };
 use pacer::Pacer;
 use rand::SeedableRng;
 use rate::RateLimiter;
+use relay::{Backoff, Judgement, RelayHealth};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,6 +104,9 @@ pub struct RunSummary {
     /// When a batch ends with letters held back by their targets' pacing: the earliest time
     /// one of them may go (milliseconds since the epoch).
     pub next_paced_at: Option<i64>,
+    /// Why the relay was unusable when the run ended (a batch stops at once when it is); the
+    /// letters it did not take stay queued, their attempts unchanged.
+    pub relay_unusable: Option<RelayFault>,
 }
 
 impl RunSummary {
@@ -128,6 +140,8 @@ pub struct Dispatcher {
     throttle_cooldown_ms: i64,
     /// Until when (queue millis) the relay asked us to slow down: no letter starts before.
     cooldown_until: Arc<AtomicI64>,
+    /// The relay's health: open connections, and whether it is unusable.
+    relay: Arc<RelayHealth>,
     worker_id: String,
     counters: Arc<Counters>,
     registry: Registry,
@@ -164,6 +178,13 @@ impl Dispatcher {
             .map(|(slug, rate)| (slug, RateLimiter::new(rate, (rate.ceil() as u32).max(1))))
             .collect();
         let pacing_limits = settings.pacing_limits()?;
+        let worker_id = format!("{}-{}", hostname(), std::process::id());
+        let relay = RelayHealth::new(
+            queue.clone(),
+            transport.relay_key(),
+            worker_id.clone(),
+            settings.smtp.connect_timeout(),
+        );
         Ok(Dispatcher {
             queue,
             transport,
@@ -179,7 +200,8 @@ impl Dispatcher {
             lease_ms: s.lease_seconds as i64 * 1000,
             throttle_cooldown_ms: s.throttle_cooldown_seconds as i64 * 1000,
             cooldown_until: Arc::new(AtomicI64::new(0)),
-            worker_id: format!("{}-{}", hostname(), std::process::id()),
+            relay: Arc::new(relay),
+            worker_id,
             counters: Arc::new(Counters::default()),
             registry: registry.clone(),
             pacing_limits,
@@ -257,15 +279,20 @@ impl Dispatcher {
             self.lease_ms,
             heartbeat_stop.clone(),
         ));
+        // Stopped with `stop`, or by a sending task when the relay is unusable during a batch.
+        let halt = stop.child_token();
         let mut senders = Vec::with_capacity(concurrency);
         for _ in 0..concurrency {
             senders.push(tokio::spawn(send_letters(
                 self.clone(),
                 self.transport.sender(),
-                letters_rx.clone(),
-                results_tx.clone(),
-                marks_tx.clone(),
-                stop.clone(),
+                Task {
+                    letters: letters_rx.clone(),
+                    results: results_tx.clone(),
+                    marks: marks_tx.clone(),
+                    halt: halt.clone(),
+                    continuous: opts.continuous,
+                },
             )));
         }
         drop(results_tx);
@@ -282,7 +309,7 @@ impl Dispatcher {
         )
         .await?;
         let claim_result = self
-            .claim_loop(opts, token, &mut pacer, &letters_tx, &stop)
+            .claim_loop(opts, token, &mut pacer, &letters_tx, &halt)
             .await;
         summary.next_paced_at = pacer.next_opening(now_millis(), opts.campaign.as_deref());
         drop(letters_tx);
@@ -320,6 +347,10 @@ impl Dispatcher {
         summary.in_doubt = c.in_doubt.load(Ordering::Relaxed);
         summary.expired = c.expired.load(Ordering::Relaxed);
         summary.seconds = started.elapsed().as_secs_f64();
+        summary.relay_unusable = self.relay.down().map(|d| d.fault);
+        if summary.relay_unusable.is_some() && !opts.continuous {
+            self.relay.ends_without_retry().await;
+        }
         Ok(summary)
     }
 
@@ -340,6 +371,23 @@ impl Dispatcher {
         loop {
             if stop.is_cancelled() {
                 return Ok(());
+            }
+            // An unusable relay takes no letters: a batch ends, a continuous run tries the
+            // relay again when its wait is over.
+            if let Some(down) = self.relay.down() {
+                if !opts.continuous {
+                    return Ok(());
+                }
+                let wait = (down.retry_at - now_millis()).max(0) as u64;
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                }
+                match self.transport.probe().await {
+                    Ok(()) => self.relay.usable_again().await,
+                    Err(fault) => self.relay.mark_down(fault).await,
+                }
+                continue;
             }
             let remaining = opts.limit.map(|l| l.saturating_sub(claimed_total));
             if remaining == Some(0) {
@@ -447,68 +495,148 @@ impl Dispatcher {
     }
 }
 
-/// A letter taken from the claimed batch and paced, whose `sending` mark the journal has been
-/// asked for (`None`: the journal is gone, so it may not be transmitted).
+/// A letter taken from the claimed batch whose `sending` mark the journal has been asked for
+/// (`None`: the journal is gone, so it may not be transmitted).
 struct Prepared {
     claimed: ClaimedLetter,
     mark: Option<oneshot::Receiver<bool>>,
 }
 
-/// Takes the next claimed letter (`None` once there are no more or the run stops), waits for
-/// the rate limits to let it go, and asks the journal to mark it `sending`.
-async fn prepare(
-    d: &Dispatcher,
-    rx: &Mutex<mpsc::Receiver<ClaimedLetter>>,
-    marks: &mpsc::Sender<MarkRequest>,
-    stop: &CancellationToken,
-) -> Option<Prepared> {
-    if stop.is_cancelled() {
+/// One sending task's share of the run.
+struct Task {
+    letters: Arc<Mutex<mpsc::Receiver<ClaimedLetter>>>,
+    results: mpsc::Sender<AttemptRecord>,
+    marks: mpsc::Sender<MarkRequest>,
+    /// Stops the run: the user's stop, or a batch's unusable relay.
+    halt: CancellationToken,
+    /// `serve`: the run goes on while the relay is unusable, instead of ending.
+    continuous: bool,
+}
+
+/// Takes the next claimed letter (`None` once there are no more or the run stops) and asks
+/// the journal to mark it `sending`.
+async fn prepare(task: &Task) -> Option<Prepared> {
+    if task.halt.is_cancelled() {
         return None;
     }
     let claimed = {
-        let mut guard = rx.lock().await;
+        let mut guard = task.letters.lock().await;
         tokio::select! {
             l = guard.recv() => l,
-            _ = stop.cancelled() => None,
+            _ = task.halt.cancelled() => None,
         }
     }?;
-    // Pace: a relay cool-down after a throttling reply, the global cap, the campaign's own.
-    wait_for_cooldown(d).await;
-    d.global.until_ready().await;
-    if let Some(l) = d.per_campaign.get(&claimed.campaign) {
-        l.until_ready().await;
-    }
     let (tx, rx) = oneshot::channel();
-    let mark = marks.send((claimed.id, tx)).await.is_ok().then_some(rx);
+    let mark = task
+        .marks
+        .send((claimed.id, tx))
+        .await
+        .is_ok()
+        .then_some(rx);
     Some(Prepared { claimed, mark })
 }
 
-/// Waits out the cool-down the relay asked for with a throttling reply, if one stands.
-async fn wait_for_cooldown(d: &Dispatcher) {
+/// Waits until `claimed` may be handed over to the relay: the cool-down the relay asked for
+/// with a throttling reply, then the relay's rate and the campaign's own, counted now, as it
+/// goes, not when it was taken from the batch.
+async fn hand_over(d: &Dispatcher, claimed: &ClaimedLetter) {
     let cooldown = d.cooldown_until.load(Ordering::Relaxed) - now_millis();
     if cooldown > 0 {
         tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
     }
+    d.global.until_ready().await;
+    if let Some(l) = d.per_campaign.get(&claimed.campaign) {
+        l.until_ready().await;
+    }
+}
+
+/// Gives letters back to the queue unattempted, their attempts uncounted: the relay's session
+/// failed before their envelopes went out.
+async fn hand_back(d: &Dispatcher, letters: &[&ClaimedLetter]) {
+    let ids: Vec<(i64, i64)> = letters.iter().map(|l| (l.id, l.lease_token)).collect();
+    if let Err(e) = d.queue.release(&ids, now_millis()).await {
+        // Their leases expire and the next run recovers them.
+        tracing::error!(error = %e, "cannot hand letters back to the queue");
+    }
+}
+
+/// What a sending task does with its letter after the relay's session failed.
+enum AfterFault {
+    /// Try the same letter again (this connection was turned away; the wait is over).
+    Retry,
+    /// The letter went back to the queue: on to the next one.
+    HandedBack,
+    /// The letter went back and the batch stops.
+    Stop,
+}
+
+/// After a fault of the relay's session while `prepared` was to go: back off and retry, or
+/// hand it back (and, in a batch, stop the run).
+async fn after_fault(
+    d: &Dispatcher,
+    task: &Task,
+    backoff: &mut Backoff,
+    fault: RelayFault,
+    prepared: &Prepared,
+) -> AfterFault {
+    match d.relay.judge(fault).await {
+        Judgement::BackOff(first) => {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next(first)) => {}
+                _ = task.halt.cancelled() => {}
+            }
+            if task.halt.is_cancelled() {
+                hand_back(d, &[&prepared.claimed]).await;
+                return AfterFault::Stop;
+            }
+            AfterFault::Retry
+        }
+        Judgement::Unusable => {
+            hand_back(d, &[&prepared.claimed]).await;
+            if task.continuous {
+                AfterFault::HandedBack
+            } else {
+                task.halt.cancel();
+                AfterFault::Stop
+            }
+        }
+    }
 }
 
 /// One sending task: its letters one after another over its own connection. While a letter is
-/// on the wire the next one is prepared (taken, paced, and its `sending` mark asked for), so
-/// the mark is written while the previous letter travels and the next envelope does not wait
-/// for it. The price: if the process dies, the letter prepared ahead is in doubt with the one
-/// on the wire (at most one more per connection); on stop it is sent, as a letter in hand.
-async fn send_letters(
-    d: Dispatcher,
-    mut sender: Sender,
-    rx: Arc<Mutex<mpsc::Receiver<ClaimedLetter>>>,
-    results: mpsc::Sender<AttemptRecord>,
-    marks: mpsc::Sender<MarkRequest>,
-    stop: CancellationToken,
-) {
+/// on the wire the next one is prepared (taken, and its `sending` mark asked for), so the mark
+/// is written while the previous letter travels and the next envelope does not wait for it.
+/// The price: if the process dies, the letter prepared ahead is in doubt with the one on the
+/// wire (at most one more per connection); on stop it is sent, as a letter in hand.
+async fn send_letters(d: Dispatcher, mut sender: Sender, task: Task) {
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    let mut next = prepare(&d, &rx, &marks, &stop).await;
-    while let Some(Prepared { claimed, mark }) = next.take() {
-        // A throttling reply to the letter before this one may have come after it was paced.
-        wait_for_cooldown(&d).await;
+    let mut link = d.relay.link();
+    let mut backoff = Backoff::default();
+    let mut next = prepare(&task).await;
+    while let Some(prepared) = next.take() {
+        // An unusable relay takes nothing: the letter goes back as it was.
+        if d.relay.is_down() {
+            hand_back(&d, &[&prepared.claimed]).await;
+            if !task.continuous {
+                break;
+            }
+            next = prepare(&task).await;
+            continue;
+        }
+        hand_over(&d, &prepared.claimed).await;
+        link.connecting();
+        let ready = sender.ready().await;
+        link.settle(true, sender.is_connected()).await;
+        if let Err(fault) = ready {
+            match after_fault(&d, &task, &mut backoff, fault, &prepared).await {
+                AfterFault::Retry => next = Some(prepared),
+                AfterFault::HandedBack => next = prepare(&task).await,
+                AfterFault::Stop => break,
+            }
+            continue;
+        }
+        backoff.reset();
+        let Prepared { claimed, mark } = prepared;
         let started_at = now_millis();
         let stem = format!(
             "{}-{:08}-{}",
@@ -520,57 +648,101 @@ async fn send_letters(
                 None => false,
             }
         };
-        let sending = sender.send(&claimed.letter, &claimed.message_id, &stem, gate);
-        let preparing = prepare(&d, &rx, &marks, &stop);
-        tokio::pin!(sending, preparing);
-        let mut prepared = None;
-        let delivery = loop {
-            tokio::select! {
-                biased;
-                delivery = &mut sending => break delivery,
-                p = &mut preparing, if prepared.is_none() => prepared = Some(p),
+        let preparing = prepare(&task);
+        tokio::pin!(preparing);
+        let mut prepared_next = None;
+        let handover = {
+            let sending = sender.send(&claimed.letter, &claimed.message_id, &stem, gate);
+            tokio::pin!(sending);
+            loop {
+                tokio::select! {
+                    biased;
+                    handover = &mut sending => break handover,
+                    p = &mut preparing, if prepared_next.is_none() => prepared_next = Some(p),
+                }
             }
         };
-        let finished_at = now_millis();
-        if delivery.throttled {
-            let until = finished_at + d.throttle_cooldown_ms;
-            d.cooldown_until.fetch_max(until, Ordering::Relaxed);
-            tracing::warn!(
-                code = delivery.code,
-                cooldown_ms = d.throttle_cooldown_ms,
-                "the relay asked to slow down; pausing"
-            );
-        }
-        let next_state = d.policy.next(
-            &delivery,
-            claimed.attempt,
-            claimed.queued_at,
-            finished_at,
-            &mut rng,
-        );
-        tracing::debug!(letter_id = claimed.id, stage = %delivery.stage, code = delivery.code, next = ?next_state, "attempt finished");
-        let record = AttemptRecord {
-            letter_id: claimed.id,
-            lease_token: claimed.lease_token,
-            attempt: claimed.attempt,
-            worker: d.worker_id.clone(),
-            started_at,
-            finished_at,
-            next: next_state,
-            stage: Some(delivery.stage.as_str().to_owned()),
-            code: delivery.code,
-            enhanced_code: delivery.enhanced_code,
-            reply: Some(delivery.reply),
+        link.settle(false, sender.is_connected()).await;
+        let following = |prepared_next: Option<Option<Prepared>>| async move {
+            match prepared_next {
+                Some(p) => p,
+                None => preparing.await,
+            }
         };
-        if results.send(record).await.is_err() {
+        let delivery = match handover {
+            Handover::Attempted(delivery) => delivery,
+            Handover::Relay(fault) => {
+                // The relay closed the reused connection and a new one failed: the letter was
+                // not attempted, and goes back to the queue.
+                let prepared = Prepared {
+                    claimed,
+                    mark: None,
+                };
+                let after = after_fault(&d, &task, &mut backoff, fault, &prepared).await;
+                if matches!(after, AfterFault::Retry) {
+                    hand_back(&d, &[&prepared.claimed]).await;
+                }
+                next = following(prepared_next).await;
+                if matches!(after, AfterFault::Stop) {
+                    if let Some(p) = next.take() {
+                        hand_back(&d, &[&p.claimed]).await;
+                    }
+                    break;
+                }
+                continue;
+            }
+        };
+        if !record(&d, &task, &claimed, delivery, started_at, &mut rng).await {
             break;
         }
-        next = match prepared {
-            Some(p) => p,
-            None => preparing.await,
-        };
+        next = following(prepared_next).await;
     }
     sender.close().await;
+    link.settle(false, false).await;
+}
+
+/// Records one attempt's result (and a throttling reply's cool-down). `false` once the
+/// journal is gone.
+async fn record(
+    d: &Dispatcher,
+    task: &Task,
+    claimed: &ClaimedLetter,
+    delivery: Delivery,
+    started_at: Millis,
+    rng: &mut rand::rngs::StdRng,
+) -> bool {
+    let finished_at = now_millis();
+    if delivery.throttled {
+        let until = finished_at + d.throttle_cooldown_ms;
+        d.cooldown_until.fetch_max(until, Ordering::Relaxed);
+        tracing::warn!(
+            code = delivery.code,
+            cooldown_ms = d.throttle_cooldown_ms,
+            "the relay asked to slow down; pausing"
+        );
+    }
+    let next_state = d.policy.next(
+        &delivery,
+        claimed.attempt,
+        claimed.queued_at,
+        finished_at,
+        rng,
+    );
+    tracing::debug!(letter_id = claimed.id, stage = %delivery.stage, code = delivery.code, next = ?next_state, "attempt finished");
+    let record = AttemptRecord {
+        letter_id: claimed.id,
+        lease_token: claimed.lease_token,
+        attempt: claimed.attempt,
+        worker: d.worker_id.clone(),
+        started_at,
+        finished_at,
+        next: next_state,
+        stage: Some(delivery.stage.as_str().to_owned()),
+        code: delivery.code,
+        enhanced_code: delivery.enhanced_code,
+        reply: Some(delivery.reply),
+    };
+    task.results.send(record).await.is_ok()
 }
 
 /// Extends this run's leases every third of their length until stopped.

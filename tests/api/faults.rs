@@ -1,10 +1,11 @@
-//! The fault matrix: every way an SMTP server or the network can fail, scripted, with the
-//! letter's final state, the attempt recorded (stage, code, outcome) and the next attempt time.
+//! The fault matrix of a letter's own transaction: every way an SMTP server or the network can
+//! fail once the relay's session is open (MAIL, RCPT, DATA, the message, the reply after it),
+//! scripted, with the letter's final state, the attempt recorded (stage, code, outcome) and the
+//! next attempt time. Faults of the relay's session itself are in `relay_faults.rs`.
 
 use crate::helpers::{ana_over_one_connection, signer, spawn_app_with, TestApp};
 use crate::smtp_server::{reply, Action, Event, ScriptedSmtp, Stage};
 use missive::queue::now_millis;
-use std::time::Duration;
 
 const FIVE_MINUTES: i64 = 300_000;
 
@@ -119,29 +120,6 @@ fn at(stage: Stage, action: Action) -> impl Fn(&Event) -> Action + Send + Sync +
 }
 
 #[tokio::test]
-async fn a_421_at_the_greeting_defers() {
-    let c = case(
-        at(
-            Stage::Greeting,
-            reply(421, "4.3.2 Service not available, closing channel"),
-        ),
-        &[],
-    )
-    .await;
-    c.assert_deferred("greeting", Some(421)).await;
-}
-
-#[tokio::test]
-async fn a_refusal_of_ehlo_is_recorded_at_ehlo_not_at_the_greeting() {
-    let c = case(
-        at(Stage::Ehlo, reply(554, "5.7.1 Client host rejected")),
-        &[],
-    )
-    .await;
-    c.assert_failed("ehlo", 554, "Client host rejected").await;
-}
-
-#[tokio::test]
 async fn a_multi_line_greeting_is_accepted() {
     let c = case(
         at(
@@ -202,38 +180,6 @@ async fn a_452_at_rcpt_defers() {
     )
     .await;
     c.assert_deferred("rcpt", Some(452)).await;
-}
-
-#[tokio::test]
-async fn a_454_at_auth_defers() {
-    let c = case(
-        at(
-            Stage::Auth,
-            reply(454, "4.7.0 Temporary authentication failure"),
-        ),
-        &[
-            ("MISSIVE_SMTP__USERNAME", "letters"),
-            ("MISSIVE_SMTP__PASSWORD", "secret"),
-        ],
-    )
-    .await;
-    c.assert_deferred("auth", Some(454)).await;
-}
-
-#[tokio::test]
-async fn a_535_at_auth_fails_with_the_servers_words() {
-    let c = case(
-        at(
-            Stage::Auth,
-            reply(535, "5.7.8 Authentication credentials invalid"),
-        ),
-        &[
-            ("MISSIVE_SMTP__USERNAME", "letters"),
-            ("MISSIVE_SMTP__PASSWORD", "wrong"),
-        ],
-    )
-    .await;
-    c.assert_failed("auth", 535, "credentials invalid").await;
 }
 
 #[tokio::test]
@@ -307,12 +253,6 @@ async fn a_connection_dropped_after_the_dot_leaves_the_letter_in_doubt() {
 }
 
 #[tokio::test]
-async fn a_stall_at_the_greeting_defers_after_the_timeout() {
-    let c = case(at(Stage::Greeting, Action::Stall), &[]).await;
-    c.assert_deferred("greeting", None).await;
-}
-
-#[tokio::test]
 async fn a_stall_at_rcpt_defers_after_the_timeout() {
     let c = case(at(Stage::Rcpt, Action::Stall), &[]).await;
     c.assert_deferred("rcpt", None).await;
@@ -335,56 +275,6 @@ async fn a_stall_after_the_dot_leaves_the_letter_in_doubt() {
         .reply
         .unwrap()
         .contains("no reply within 1 s at end_of_data"));
-}
-
-#[tokio::test]
-async fn a_tls_handshake_failure_defers() {
-    // smtps:// to a server that speaks plain SMTP: the handshake cannot succeed.
-    let server = ScriptedSmtp::start().await;
-    let url = format!("smtps://127.0.0.1:{}", server.port());
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &url),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
-
-    let summary = tokio::time::timeout(Duration::from_secs(60), app.send_all())
-        .await
-        .unwrap();
-
-    assert_eq!(summary.deferred, 4);
-    let stages: Vec<String> = sqlx::query_scalar("SELECT DISTINCT stage FROM attempts")
-        .fetch_all(&app.db().await)
-        .await
-        .unwrap();
-    assert_eq!(stages, vec!["tls"]);
-}
-
-#[tokio::test]
-async fn starttls_required_but_not_offered_defers_and_says_why() {
-    let server = ScriptedSmtp::start().await;
-    let app = spawn_app_with(&[
-        ("MISSIVE_SMTP__URL", &server.url()),
-        ("MISSIVE_SMTP__STARTTLS", "required"),
-        ("MISSIVE_SMTP__CONNECTIONS", "1"),
-    ])
-    .await;
-    app.sign(&signer("Ana", "Example", "ana@example.net"))
-        .await
-        .unwrap();
-
-    let summary = app.send_all().await;
-
-    assert_eq!(summary.deferred, 4);
-    assert!(server.received().is_empty(), "nothing goes out in clear");
-    let reply: String = sqlx::query_scalar("SELECT last_reply FROM letters LIMIT 1")
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
-    assert!(reply.contains("does not offer STARTTLS"), "{reply}");
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! [`TestCa`] certificate), AUTH PLAIN/LOGIN, MAIL, RCPT, DATA with dot-unstuffing,
 //! RSET, NOOP and QUIT, PIPELINING advertised or not ([`Options`]), and a record of
 //! whether each MAIL arrived already followed by its RCPT and DATA (one pipelined
-//! group). By default it accepts everything;
+//! group), 8BITMIME and SMTPUTF8 advertised or not, and idle connections closed with a
+//! `421` after a while ([`Options`]). By default it accepts everything;
 //! [`ScriptedSmtp::start_with`] lets a test decide, for every protocol event, to
 //! reply with any code, drop the connection, stall forever or send garbage, which is
 //! how greylisting, rejections, outages and broken servers are simulated. Messages
@@ -212,6 +213,11 @@ pub(crate) struct Options {
     pub(crate) auth: &'static str,
     /// TLS offered (default none).
     pub(crate) tls: ServerTls,
+    /// Advertise 8BITMIME and SMTPUTF8 in the EHLO reply (default `true`).
+    pub(crate) eight_bit: bool,
+    /// Close a connection that sent no command for this long, saying
+    /// `421 4.4.2 idle timeout` first, as servers do (RFC 5321 section 4.5.3.2); default never.
+    pub(crate) idle_close: Option<Duration>,
 }
 
 impl Default for Options {
@@ -220,6 +226,8 @@ impl Default for Options {
             pipelining: true,
             auth: "PLAIN LOGIN",
             tls: ServerTls::None,
+            eight_bit: true,
+            idle_close: None,
         }
     }
 }
@@ -618,7 +626,19 @@ impl Session {
             return;
         }
         loop {
-            let line = match self.read_line(MAX_COMMAND_LINE).await {
+            let idle_close = self.shared.options.idle_close;
+            let read = self.read_line(MAX_COMMAND_LINE);
+            let read = match idle_close {
+                None => read.await,
+                Some(idle) => match tokio::time::timeout(idle, read).await {
+                    Ok(line) => line,
+                    Err(_) => {
+                        let _ = self.raw_reply(421, "4.4.2 idle timeout, closing").await;
+                        return;
+                    }
+                },
+            };
+            let line = match read {
                 Line::Ok(line) => line,
                 Line::TooLong => {
                     if let Flow::Stop = self.raw_reply(500, "5.5.2 Error: line too long").await {
@@ -677,7 +697,9 @@ impl Session {
             if options.pipelining {
                 lines.push("PIPELINING".into());
             }
-            lines.extend(["8BITMIME".into(), "SMTPUTF8".into()]);
+            if options.eight_bit {
+                lines.extend(["8BITMIME".into(), "SMTPUTF8".into()]);
+            }
             lines.push(format!("SIZE {MAX_MESSAGE_BYTES}"));
             if matches!(options.tls, ServerTls::StartTls(_)) && !self.tls {
                 lines.push("STARTTLS".into());

@@ -1,34 +1,40 @@
-//! The SMTP client: connections Missive opens and owns, speaking SMTP itself (`client.rs`)
-//! rather than through lettre, so a letter costs two round trips and two writes: MAIL, RCPT and
-//! DATA pipelined in one write when the relay offers PIPELINING (RFC 2920), then the message and
-//! its final dot in one write. Each sending task holds one `SmtpSession`, which keeps one
-//! connection open (a socket with `TCP_NODELAY`, encrypted as configured), reuses it for up to
-//! `max_messages_per_connection` letters, and reports every failure with its stage.
+//! The SMTP transport: connections Missive opens and owns, one per sending task, each speaking
+//! SMTP through lettre's `AsyncSmtpConnection` (`session.rs`) over a socket with `TCP_NODELAY`
+//! (`wire.rs`, which also keeps the guards lettre lacks). Each sending task holds one
+//! `SmtpSession`, which keeps its connection open and reuses it for up to
+//! `max_messages_per_connection` letters, tests it with NOOP before reusing it after an idle
+//! spell, and replaces a connection the relay closed while it idled (a `421` or a closed socket
+//! at the next MAIL) at no cost to the letter.
 //!
-//! Timeouts cover the whole connection set-up and each letter's whole conversation; a
-//! connection that timed out or broke is dropped, never reused.
+//! A failure while opening a connection is the relay's ([`RelayFault`]); a failure in a
+//! letter's transaction is the letter's ([`Delivery`]). Timeouts cover the whole set-up and
+//! each letter's whole conversation; a connection that timed out or broke is dropped.
 //!
 //! Depends on `mailer`, `domain` and `config` only.
 
-mod client;
-mod dot;
-mod reply;
+mod session;
 mod tls;
+mod wire;
 
 pub use tls::check_ca_file;
 
-use super::{Delivery, MailerError, Stage, Verdict};
+use super::{Delivery, Handover, MailerError, RelayFault, Stage, Verdict};
 use crate::config::{SmtpSettings, StartTls};
 use crate::domain::Letter;
-use client::{Connection, Refusal};
+use session::{Connection, Ended, Gate};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long the clean-up after a refused MAIL/RCPT/DATA (the replies still owed, then RSET)
-/// may take before the connection is given up instead.
+/// How long RSET after a refused MAIL, RCPT or DATA may take before the connection is given
+/// up instead.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long QUIT may take when a connection is closed.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection idle this long is tested with NOOP before it carries a letter (relays close
+/// idle sessions, RFC 5321 section 4.5.3.2: often after a minute, some sooner).
+const IDLE_CHECK: Duration = Duration::from_secs(3);
+/// How long that NOOP may take.
+const NOOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the connection is encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +63,8 @@ pub struct SmtpEndpoint {
     /// How many connections (and so sending tasks) to keep.
     pub connections: usize,
     pub max_messages_per_connection: u32,
+    /// The configuration promises a relay that takes SMTPUTF8 (`smtp.smtputf8`).
+    smtputf8: bool,
 }
 
 impl std::fmt::Debug for SmtpEndpoint {
@@ -74,7 +82,7 @@ impl std::fmt::Debug for SmtpEndpoint {
 impl SmtpEndpoint {
     /// Parses `smtp://host[:port]` or `smtps://host[:port]`.
     pub fn parse(url: &str, starttls: StartTls) -> Result<(String, u16, TlsMode), MailerError> {
-        let bad = |why: &str| MailerError::Url(format!("`{url}` {why}"));
+        let bad = |why: &str| MailerError::Url(format!("smtp.url `{url}` {why}"));
         let parsed = url::Url::parse(url.trim()).map_err(|e| {
             bad(&format!(
                 "is not a URL ({e}); write smtp://host:port or smtps://host:port"
@@ -153,6 +161,7 @@ impl SmtpEndpoint {
             send_timeout: s.send_timeout(),
             connections: s.connections,
             max_messages_per_connection: s.max_messages_per_connection,
+            smtputf8: false,
         })
     }
 
@@ -183,7 +192,10 @@ struct Credentials {
 pub struct SmtpSession {
     endpoint: Arc<SmtpEndpoint>,
     conn: Option<Connection>,
+    /// Letters sent on the current connection.
     sent_on_conn: u32,
+    /// When the current connection last finished a command.
+    last_used: Instant,
 }
 
 impl std::fmt::Debug for SmtpSession {
@@ -196,26 +208,6 @@ impl std::fmt::Debug for SmtpSession {
     }
 }
 
-/// The worker's say on transmitting the message: a future until it has answered, then the
-/// answer, kept for a second try on a fresh connection.
-enum Gate<F> {
-    Pending(F),
-    Done(bool),
-}
-
-/// Why a letter's conversation ended without a reply to its data.
-enum Failure {
-    /// MAIL, RCPT or DATA was refused, or the connection failed before the message.
-    Envelope(Refusal),
-    /// Missive's own refusal before sending anything: the connection is untouched.
-    Local(Delivery),
-    /// Missive stopped after DATA was accepted, without transmitting the message: the server
-    /// waits for it, so the connection cannot be used again.
-    Abandoned(Delivery),
-    /// The message was (perhaps partly) written and no reply was read.
-    AfterData(Delivery),
-}
-
 impl SmtpSession {
     /// A session that connects on first use.
     pub fn new(endpoint: Arc<SmtpEndpoint>) -> SmtpSession {
@@ -223,120 +215,151 @@ impl SmtpSession {
             endpoint,
             conn: None,
             sent_on_conn: 0,
+            last_used: Instant::now(),
         }
     }
 
-    /// Sends one message, reconnecting first if needed. A reused connection that turns out to
-    /// have been closed by the server while idle is replaced once, at no cost to the letter.
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Makes sure a connection is ready for the next letter: the open one (after
+    /// `max_messages_per_connection` letters it is replaced; after an idle spell it must
+    /// answer NOOP), or a new one. A fault opening it is the relay's.
+    pub async fn ready(&mut self) -> Result<(), RelayFault> {
+        if self.conn.is_some() && self.sent_on_conn >= self.endpoint.max_messages_per_connection {
+            self.close().await;
+        }
+        if let Some(conn) = &mut self.conn {
+            if self.last_used.elapsed() >= IDLE_CHECK {
+                let alive = tokio::time::timeout(NOOP_TIMEOUT, conn.noop()).await;
+                if alive.unwrap_or(false) {
+                    self.last_used = Instant::now();
+                } else {
+                    tracing::debug!("an idle connection no longer answers; reconnecting");
+                    self.conn = None;
+                }
+            }
+        }
+        if self.conn.is_none() {
+            let mut stage = Stage::Connect;
+            let timeout = self.endpoint.connect_timeout;
+            let opened =
+                tokio::time::timeout(timeout, Connection::open(&self.endpoint, &mut stage)).await;
+            let conn = match opened {
+                Ok(opened) => opened?,
+                Err(_) => {
+                    return Err(RelayFault::new(
+                        super::FaultKind::Unreachable,
+                        stage,
+                        format!(
+                            "the relay gave no answer within {} s while connecting ({stage})",
+                            timeout.as_secs()
+                        ),
+                    )
+                    .with_hint(
+                        "check smtp.url; raise smtp.connect_timeout_seconds for a slow relay",
+                    ))
+                }
+            };
+            self.conn = Some(conn);
+            self.sent_on_conn = 0;
+            self.last_used = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Sends one message over the ready connection (opening one first if needed). A reused
+    /// connection the relay closed while it idled (a `421`, or the socket closed, in answer to
+    /// MAIL) is replaced once, at no cost to the letter.
     ///
     /// `before_data` runs beside the envelope (MAIL, RCPT, DATA), so the worker's record that
     /// the letter may now be delivered costs no round trip of its own; no byte of the message
     /// is written until it has yielded `true`.
-    pub async fn send<F>(&mut self, letter: &Letter, message: &[u8], before_data: F) -> Delivery
+    pub async fn send<F>(&mut self, letter: &Letter, message: &[u8], before_data: F) -> Handover
     where
         F: std::future::Future<Output = bool>,
     {
+        if let Err(fault) = self.ready().await {
+            return Handover::Relay(fault);
+        }
         let mut gate = Gate::Pending(before_data);
-        let (first, reused) = self.send_once(letter, message, &mut gate).await;
-        let stale = reused
+        let reused = self.sent_on_conn > 0;
+        let first = self.send_once(letter, message, &mut gate).await;
+        let closed_while_idle = reused
             && !matches!(gate, Gate::Done(false))
             && first.stage == Stage::Mail
-            && first.code.is_none()
-            && first.verdict == Verdict::Transient;
-        if stale {
-            tracing::debug!("reused connection was closed by the server; reconnecting");
-            return self.send_once(letter, message, &mut gate).await.0;
+            && first.verdict == Verdict::Transient
+            && matches!(first.code, None | Some(421));
+        if !closed_while_idle {
+            return Handover::Attempted(first);
         }
-        first
+        tracing::debug!(
+            code = first.code,
+            "the relay closed the reused connection; reconnecting"
+        );
+        self.conn = None;
+        if let Err(fault) = self.ready().await {
+            return Handover::Relay(fault);
+        }
+        Handover::Attempted(self.send_once(letter, message, &mut gate).await)
     }
 
-    /// One try: the result, and whether it went over a connection already used before.
+    /// One try over the ready connection; what became of it decides whether the connection is
+    /// kept.
     async fn send_once<F>(
         &mut self,
         letter: &Letter,
         message: &[u8],
         gate: &mut Gate<F>,
-    ) -> (Delivery, bool)
+    ) -> Delivery
     where
         F: std::future::Future<Output = bool>,
     {
-        if self.sent_on_conn >= self.endpoint.max_messages_per_connection {
-            self.close().await;
-        }
-        let reused = self.conn.is_some();
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => {
-                let mut stage = Stage::Connect;
-                let timeout = self.endpoint.connect_timeout;
-                match tokio::time::timeout(timeout, Connection::open(&self.endpoint, &mut stage))
-                    .await
-                {
-                    Ok(Ok(conn)) => {
-                        self.sent_on_conn = 0;
-                        conn
-                    }
-                    Ok(Err(delivery)) => return (delivery, false),
-                    Err(_) => {
-                        let delivery = Delivery::no_reply(
-                            stage,
-                            format!(
-                                "no answer within {} s while connecting ({stage})",
-                                timeout.as_secs()
-                            ),
-                        );
-                        return (delivery, false);
-                    }
-                }
-            }
+        let Some(mut conn) = self.conn.take() else {
+            return Delivery::no_reply(Stage::Connect, "no connection to the relay");
         };
         let mut stage = Stage::Mail;
         let timeout = self.endpoint.send_timeout;
-        let result = tokio::time::timeout(
-            timeout,
-            converse(&mut conn, &mut stage, letter, message, gate),
-        )
-        .await;
-        let delivery = match result {
+        let ended =
+            tokio::time::timeout(timeout, conn.transaction(&mut stage, letter, message, gate))
+                .await;
+        self.last_used = Instant::now();
+        let ended = match ended {
+            Ok(ended) => ended,
             // The conversation is in an unknown place: the connection cannot be reused.
-            Err(_) => Delivery::no_reply(
-                stage,
-                format!("no reply within {} s at {stage}", timeout.as_secs()),
-            ),
-            Ok(Ok(delivery)) => {
-                // A reply after the data ends the transaction cleanly, whatever it says; 421
-                // means the server is closing.
-                self.sent_on_conn += 1;
-                if delivery.code != Some(421) {
-                    self.conn = Some(conn);
-                }
-                delivery
-            }
-            Ok(Err(Failure::Local(delivery))) => {
-                self.conn = Some(conn);
-                delivery
-            }
-            Ok(Err(Failure::Abandoned(delivery) | Failure::AfterData(delivery))) => delivery,
-            Ok(Err(Failure::Envelope(Refusal::Broken(delivery)))) => delivery,
-            Ok(Err(Failure::Envelope(Refusal::Refused {
-                delivery,
-                code,
-                pending,
-            }))) => {
-                // A refused MAIL/RCPT/DATA leaves the connection usable once the replies still
-                // owed are read and the transaction is reset; 421 means the server is closing.
-                if code != 421
-                    && matches!(
-                        tokio::time::timeout(RECOVER_TIMEOUT, conn.recover(pending)).await,
-                        Ok(true)
-                    )
-                {
-                    self.conn = Some(conn);
-                }
-                delivery
+            Err(_) => {
+                return Delivery::no_reply(
+                    stage,
+                    format!("no reply within {} s at {stage}", timeout.as_secs()),
+                )
             }
         };
-        (delivery, reused)
+        let closing = ended.delivery().code == Some(421);
+        match &ended {
+            // The transaction is over, whatever the reply said; 421 means the relay is closing.
+            Ended::Replied(_) => {
+                self.sent_on_conn += 1;
+                if !closing {
+                    self.conn = Some(conn);
+                }
+            }
+            Ended::NotSent(_) => self.conn = Some(conn),
+            Ended::Refused(_) => {
+                let reset = !closing
+                    && tokio::time::timeout(RECOVER_TIMEOUT, conn.reset())
+                        .await
+                        .unwrap_or(false);
+                if reset {
+                    self.conn = Some(conn);
+                }
+            }
+            Ended::Broken(_) => {}
+        }
+        match ended {
+            Ended::Replied(d) | Ended::NotSent(d) | Ended::Refused(d) | Ended::Broken(d) => d,
+        }
     }
 
     /// Says QUIT (briefly) and drops the connection.
@@ -345,81 +368,6 @@ impl SmtpSession {
             let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
         }
         self.sent_on_conn = 0;
-    }
-}
-
-/// The envelope addresses of `letter`, checked the way lettre checks them, and whether they
-/// need SMTPUTF8.
-fn envelope(
-    letter: &Letter,
-    extensions_smtputf8: bool,
-) -> Result<(String, String, bool), Delivery> {
-    let refuse = |reply: String| Delivery {
-        verdict: Verdict::Permanent,
-        stage: Stage::Mail,
-        code: None,
-        enhanced_code: None,
-        reply,
-        throttled: false,
-    };
-    let address = |a: &crate::domain::EmailAddress| {
-        a.as_str()
-            .parse::<lettre::Address>()
-            .map(|a| AsRef::<str>::as_ref(&a).to_owned())
-            .map_err(|e| refuse(format!("`{a}` cannot be used in an SMTP envelope: {e}")))
-    };
-    let from = address(&letter.from_address)?;
-    let to = address(&letter.recipient)?;
-    let utf8 = !from.is_ascii() || !to.is_ascii();
-    if utf8 && !extensions_smtputf8 {
-        return Err(refuse(
-            "the relay does not support SMTPUTF8, which this address needs".into(),
-        ));
-    }
-    Ok((from, to, utf8))
-}
-
-/// MAIL, RCPT and DATA with the gate beside them, then the message: `stage` kept current so a
-/// timeout or error is known with the step it happened at. `Ok` is the reply after the data,
-/// as a result.
-async fn converse<F>(
-    conn: &mut Connection,
-    stage: &mut Stage,
-    letter: &Letter,
-    message: &[u8],
-    gate: &mut Gate<F>,
-) -> Result<Delivery, Failure>
-where
-    F: std::future::Future<Output = bool>,
-{
-    let (from, to, utf8) = envelope(letter, conn.extensions.smtputf8).map_err(Failure::Local)?;
-    let envelope = conn.envelope(stage, &from, &to, utf8);
-    let (envelope, proceed) = match std::mem::replace(gate, Gate::Done(false)) {
-        Gate::Pending(g) => tokio::join!(envelope, g),
-        Gate::Done(proceed) => (envelope.await, proceed),
-    };
-    *gate = Gate::Done(proceed);
-    envelope.map_err(Failure::Envelope)?;
-    // DATA was accepted and the gate has answered: no byte of the message goes without its yes.
-    if !proceed {
-        return Err(Failure::Abandoned(Delivery::lease_lost(Stage::Data)));
-    }
-    *stage = Stage::EndOfData;
-    let reply = conn
-        .message(message)
-        .await
-        .map_err(|e| Failure::AfterData(Delivery::no_reply(Stage::EndOfData, e.to_string())))?;
-    if reply.is_positive() || reply.is_negative() {
-        Ok(Delivery::from_reply(
-            Stage::EndOfData,
-            reply.code,
-            &reply.text(),
-        ))
-    } else {
-        Err(Failure::AfterData(client::out_of_turn(
-            Stage::EndOfData,
-            &reply,
-        )))
     }
 }
 
