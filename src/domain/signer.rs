@@ -2,7 +2,9 @@
 //! (CLI flags, a CSV row, a web form, JSON); `Signer::parse` checks every field at once and
 //! reports each bad one by name, so a form can show every error beside its field.
 
-use super::{EmailAddress, Invalid, LanguageTag, OptionalLine, PersonName, PersonalMessage};
+use super::{
+    AddressPolicy, EmailAddress, Invalid, LanguageTag, OptionalLine, PersonName, PersonalMessage,
+};
 use std::fmt;
 
 /// Raw signer input, as typed. Empty strings and `None` are the same for optional fields.
@@ -107,7 +109,12 @@ impl Signer {
             SignerField::LastName,
             PersonName::parse(&input.last_name),
         );
-        let email = take(e, SignerField::Email, EmailAddress::parse(&input.email));
+        // No door takes UTF-8 before the `@` yet: nothing says the relay carries SMTPUTF8.
+        let email = take(
+            e,
+            SignerField::Email,
+            EmailAddress::parse_with(&input.email, AddressPolicy::AsciiOnly),
+        );
         let city = take(
             e,
             SignerField::City,

@@ -3,7 +3,7 @@
 
 use super::render::Templates;
 use super::Problem;
-use crate::domain::{CampaignSlug, EmailAddress, LanguageTag, TargetId};
+use crate::domain::{AddressPolicy, CampaignSlug, EmailAddress, LanguageTag, TargetId};
 use crate::pacing::{CampaignPacing, RawPacing, RawTargetPacing, TargetSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -226,13 +226,14 @@ impl Campaign {
                 LetterLanguage::Signer
             }
         };
-        let sender = match EmailAddress::parse(&raw.organisation.sender) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                problems.push(problem(at("sender"), format!("organisation.sender {e}")));
-                None
-            }
-        };
+        let sender =
+            match EmailAddress::parse_with(&raw.organisation.sender, AddressPolicy::AsciiOnly) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(problem(at("sender"), format!("organisation.sender {e}")));
+                    None
+                }
+            };
         if raw.organisation.name.trim().is_empty() || raw.organisation.name.contains(['\r', '\n']) {
             problems.push(problem(
                 at("[organisation]"),
@@ -294,7 +295,7 @@ impl Campaign {
                     bad("the id is used twice".into());
                 }
             }
-            let email = EmailAddress::parse(&t.email)
+            let email = EmailAddress::parse_with(&t.email, AddressPolicy::AsciiOnly)
                 .map_err(|e| bad(format!("email {e}")))
                 .ok();
             let language = LanguageTag::parse(&t.language)
