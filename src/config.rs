@@ -2,6 +2,7 @@
 //! and then by `MISSIVE_<SECTION>__<KEY>` environment variables. Plain data plus the checks that
 //! make a bad value fail at start-up with the key's name, never half-way through a batch.
 
+use crate::domain::AddressPolicy;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,9 +65,16 @@ pub struct SmtpSettings {
     pub max_messages_per_connection: u32,
     /// A PEM file of extra trust anchors (a private relay's CA); empty: the public roots only.
     pub ca_file: PathBuf,
+    /// The relay accepts SMTPUTF8 (RFC 6531), so addresses with UTF-8 before the `@` are taken.
+    pub smtputf8: bool,
 }
 
 impl SmtpSettings {
+    /// Which addresses the doors take in and campaigns may name, from `smtputf8`.
+    pub fn address_policy(&self) -> AddressPolicy {
+        AddressPolicy::from_smtputf8(self.smtputf8)
+    }
+
     /// `ca_file`, if one is set.
     pub fn ca_file(&self) -> Option<&Path> {
         (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
@@ -435,6 +443,13 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://missive.db");
         assert_eq!(s.smtp.url, "");
         assert_eq!(s.outbox.dir, PathBuf::from("outbox"));
+        assert_eq!(s.smtp.address_policy(), AddressPolicy::AsciiOnly);
+    }
+
+    #[test]
+    fn smtputf8_from_the_environment_lets_utf8_addresses_in() {
+        let s = Settings::load(None, env(&[("MISSIVE_SMTP__SMTPUTF8", "true")])).unwrap();
+        assert_eq!(s.smtp.address_policy(), AddressPolicy::Smtputf8);
     }
 
     #[test]
