@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 fn campaign() -> Campaign {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("letters/mexico-deportations");
-    Campaign::load(&dir).unwrap_or_else(|problems| panic!("{}: {problems:?}", dir.display()))
+    Campaign::load(&dir, AddressPolicy::AsciiOnly)
+        .unwrap_or_else(|problems| panic!("{}: {problems:?}", dir.display()))
 }
 
 fn new_signer() -> NewSigner {

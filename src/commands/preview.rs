@@ -10,7 +10,7 @@ use crate::mailer::build_message;
 use anyhow::Context as _;
 
 pub(super) async fn run(args: PreviewArgs, settings: &Settings) -> anyhow::Result<Outcome> {
-    let registry = Registry::load(&settings.letters.dir)?;
+    let registry = Registry::load(&settings.letters.dir, settings.smtp.address_policy())?;
     let campaign = registry.get(&args.campaign)?;
     let lang = match &args.lang {
         Some(l) => {
