@@ -7,7 +7,7 @@
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use missive::domain::{NewSigner, Signer};
+use missive::domain::{AddressPolicy, NewSigner, Signer};
 use missive::intake::{import_csv, prepare, ImportOptions};
 use missive::letters::{Campaign, RenderInput};
 use missive::mailer::build_message;
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 fn campaign() -> Campaign {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("letters/mexico-deportations");
-    Campaign::load(&dir).unwrap_or_else(|problems| panic!("{}: {problems:?}", dir.display()))
+    Campaign::load(&dir, AddressPolicy::AsciiOnly)
+        .unwrap_or_else(|problems| panic!("{}: {problems:?}", dir.display()))
 }
 
 fn new_signer() -> NewSigner {
@@ -50,7 +51,7 @@ fn letters(c: &mut Criterion) {
     let campaign = campaign();
     let today = NaiveDate::from_ymd_opt(2026, 3, 2).expect("a date");
     let input = new_signer();
-    let signer = Signer::parse(&input).expect("a valid signer");
+    let signer = Signer::parse(&input, AddressPolicy::AsciiOnly).expect("a valid signer");
     let target = &campaign.targets[0];
     let letter = campaign
         .render(&RenderInput {
@@ -61,7 +62,7 @@ fn letters(c: &mut Criterion) {
         .expect("renders");
 
     c.bench_function("signer_parse", |b| {
-        b.iter(|| Signer::parse(black_box(&input)))
+        b.iter(|| Signer::parse(black_box(&input), AddressPolicy::AsciiOnly))
     });
     c.bench_function("campaign_render_one_letter", |b| {
         b.iter(|| {
@@ -96,7 +97,7 @@ fn letters(c: &mut Criterion) {
                 language: opt(5),
                 message: opt(6),
             };
-            let signer = Signer::parse(&new).expect("a valid signer");
+            let signer = Signer::parse(&new, AddressPolicy::AsciiOnly).expect("a valid signer");
             prepare(&campaign, signer, Source::Csv, today).expect("renders")
         })
     });

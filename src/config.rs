@@ -5,6 +5,7 @@
 //!
 //! Depends on `pacing` (for its limits' checks) only.
 
+use crate::domain::AddressPolicy;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,9 +68,16 @@ pub struct SmtpSettings {
     pub max_messages_per_connection: u32,
     /// A PEM file of extra trust anchors (a private relay's CA); empty: the public roots only.
     pub ca_file: PathBuf,
+    /// The relay accepts SMTPUTF8 (RFC 6531), so addresses with UTF-8 before the `@` are taken.
+    pub smtputf8: bool,
 }
 
 impl SmtpSettings {
+    /// Which addresses the doors take in and campaigns may name, from `smtputf8`.
+    pub fn address_policy(&self) -> AddressPolicy {
+        AddressPolicy::from_smtputf8(self.smtputf8)
+    }
+
     /// `ca_file`, if one is set.
     pub fn ca_file(&self) -> Option<&Path> {
         (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
@@ -426,6 +434,13 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://missive.db");
         assert_eq!(s.smtp.url, "");
         assert_eq!(s.outbox.dir, PathBuf::from("outbox"));
+        assert_eq!(s.smtp.address_policy(), AddressPolicy::AsciiOnly);
+    }
+
+    #[test]
+    fn smtputf8_from_the_environment_lets_utf8_addresses_in() {
+        let s = Settings::load(None, env(&[("MISSIVE_SMTP__SMTPUTF8", "true")])).unwrap();
+        assert_eq!(s.smtp.address_policy(), AddressPolicy::Smtputf8);
     }
 
     #[test]

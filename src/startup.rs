@@ -19,7 +19,7 @@ pub struct Campaigns {
 impl Campaigns {
     /// Loads every campaign under `letters.dir` and parses the transport settings.
     pub fn load(settings: &Settings) -> anyhow::Result<Campaigns> {
-        let registry = Registry::load(&settings.letters.dir)?;
+        let registry = Registry::load(&settings.letters.dir, settings.smtp.address_policy())?;
         let transport = Transport::from_settings(settings).context("smtp settings")?;
         Ok(Campaigns {
             registry,

@@ -9,7 +9,7 @@ use crate::mailer::Transport;
 
 pub(super) async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let transport = Transport::from_settings(settings)?;
-    let registry = match Registry::load(&settings.letters.dir) {
+    let registry = match Registry::load(&settings.letters.dir, settings.smtp.address_policy()) {
         Ok(r) => r,
         Err(LettersError::Problems(problems)) => {
             for p in &problems {

@@ -23,6 +23,7 @@ pub(super) async fn run(args: ImportArgs, settings: Settings) -> anyhow::Result<
         &args.file,
         &ImportOptions {
             skip_invalid: args.skip_invalid,
+            addresses: app.settings.smtp.address_policy(),
         },
         |r| bar.set_position(r.imported + r.duplicates),
     )

@@ -9,7 +9,7 @@ use crate::queue::{now_millis, Queue};
 
 /// Checks the campaign and target exist, then opens the queue.
 async fn open(args: &TargetScopeArgs, settings: &Settings) -> anyhow::Result<Queue> {
-    let registry = Registry::load(&settings.letters.dir)?;
+    let registry = Registry::load(&settings.letters.dir, settings.smtp.address_policy())?;
     let campaign = registry.get(&args.campaign)?;
     if let Some(t) = &args.target {
         campaign.require_target(t)?;

@@ -4,13 +4,13 @@
 use super::Outcome;
 use crate::cli::PreviewArgs;
 use crate::config::Settings;
-use crate::domain::{NewSigner, Signer};
+use crate::domain::{AddressPolicy, NewSigner, Signer};
 use crate::letters::{Registry, RenderInput};
 use crate::mailer::build_message;
 use anyhow::Context as _;
 
 pub(super) async fn run(args: PreviewArgs, settings: &Settings) -> anyhow::Result<Outcome> {
-    let registry = Registry::load(&settings.letters.dir)?;
+    let registry = Registry::load(&settings.letters.dir, settings.smtp.address_policy())?;
     let campaign = registry.get(&args.campaign)?;
     let lang = match &args.lang {
         Some(l) => {
@@ -28,16 +28,19 @@ pub(super) async fn run(args: PreviewArgs, settings: &Settings) -> anyhow::Resul
         }
         None => campaign.default_language.clone(),
     };
-    let signer = Signer::parse(&NewSigner {
-        first_name: "Ana".into(),
-        last_name: "Example".into(),
-        email: "ana.example@example.net".into(),
-        city: Some("Toronto".into()),
-        postal_code: None,
-        country: Some("Canada".into()),
-        language: Some(lang.as_str().into()),
-        message: Some("This is where a signer's own words appear.".into()),
-    })
+    let signer = Signer::parse(
+        &NewSigner {
+            first_name: "Ana".into(),
+            last_name: "Example".into(),
+            email: "ana.example@example.net".into(),
+            city: Some("Toronto".into()),
+            postal_code: None,
+            country: Some("Canada".into()),
+            language: Some(lang.as_str().into()),
+            message: Some("This is where a signer's own words appear.".into()),
+        },
+        AddressPolicy::AsciiOnly,
+    )
     .context("sample signer")?;
     let targets: Vec<_> = match &args.target {
         Some(id) => vec![campaign.require_target(id)?],

@@ -1,9 +1,10 @@
-//! `missive sign`: one signature from the command line, its letters queued at once.
+//! `missive sign`: one signature from the command line, its letters queued at once. The address
+//! is checked as at every other door (`smtp.smtputf8`).
 
 use super::Outcome;
 use crate::cli::SignArgs;
 use crate::config::Settings;
-use crate::domain::NewSigner;
+use crate::domain::{InvalidKind, NewSigner};
 use crate::intake::{sign, IntakeError};
 use crate::queue::{Recorded, Source};
 use crate::startup::App;
@@ -21,7 +22,8 @@ pub(super) async fn run(args: SignArgs, settings: Settings) -> anyhow::Result<Ou
         language: args.lang,
         message: args.message,
     };
-    let result = sign(&app.queue, &campaign, &input, Source::Cli).await;
+    let addresses = app.settings.smtp.address_policy();
+    let result = sign(&app.queue, &campaign, &input, addresses, Source::Cli).await;
     app.queue.close().await;
     match result {
         Ok(Recorded::Created { public_id, letters }) => {
@@ -46,8 +48,17 @@ pub(super) async fn run(args: SignArgs, settings: Settings) -> anyhow::Result<Ou
                     format!("  --{flag} {why}")
                 })
                 .collect();
+            let needs_smtputf8 = e
+                .fields
+                .iter()
+                .any(|(_, why)| why.kind() == InvalidKind::NeedsSmtputf8);
+            let hint = if needs_smtputf8 {
+                "\n(hint: set smtp.smtputf8 = true only if your relay accepts SMTPUTF8)"
+            } else {
+                ""
+            };
             anyhow::bail!(
-                "invalid signature, nothing was recorded:\n{}",
+                "invalid signature, nothing was recorded:\n{}{hint}",
                 lines.join("\n")
             )
         }

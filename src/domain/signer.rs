@@ -1,8 +1,11 @@
 //! A signer: the person in whose name letters are written. `NewSigner` is raw input from any edge
 //! (CLI flags, a CSV row, a web form, JSON); `Signer::parse` checks every field at once and
-//! reports each bad one by name, so a form can show every error beside its field.
+//! reports each bad one by name, so a form can show every error beside its field. The email
+//! is checked against the door's `AddressPolicy`, so every door refuses the same addresses.
 
-use super::{EmailAddress, Invalid, LanguageTag, OptionalLine, PersonName, PersonalMessage};
+use super::{
+    AddressPolicy, EmailAddress, Invalid, LanguageTag, OptionalLine, PersonName, PersonalMessage,
+};
 use std::fmt;
 
 /// Raw signer input, as typed. Empty strings and `None` are the same for optional fields.
@@ -80,8 +83,9 @@ impl fmt::Display for SignerError {
 }
 
 impl Signer {
-    /// Checks every field; on failure lists all the bad ones.
-    pub fn parse(input: &NewSigner) -> Result<Signer, SignerError> {
+    /// Checks every field, the email against what `addresses` lets the relay carry; on failure
+    /// lists all the bad ones.
+    pub fn parse(input: &NewSigner, addresses: AddressPolicy) -> Result<Signer, SignerError> {
         fn take<T>(
             errors: &mut Vec<(SignerField, Invalid)>,
             field: SignerField,
@@ -107,7 +111,11 @@ impl Signer {
             SignerField::LastName,
             PersonName::parse(&input.last_name),
         );
-        let email = take(e, SignerField::Email, EmailAddress::parse(&input.email));
+        let email = take(
+            e,
+            SignerField::Email,
+            EmailAddress::parse_with(&input.email, addresses),
+        );
         let city = take(
             e,
             SignerField::City,
@@ -174,6 +182,7 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::InvalidKind;
 
     fn jose() -> NewSigner {
         NewSigner {
@@ -187,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_complete_signer_parses() {
-        let s = Signer::parse(&jose()).unwrap();
+        let s = Signer::parse(&jose(), AddressPolicy::AsciiOnly).unwrap();
         assert_eq!(s.full_name(), "José Núñez");
         assert_eq!(s.city.as_deref(), Some("Montréal"));
         assert_eq!(s.postal_code.as_deref(), None);
@@ -201,8 +210,24 @@ mod tests {
             language: Some("klingon".into()),
             ..jose()
         };
-        let err = Signer::parse(&input).unwrap_err();
+        let err = Signer::parse(&input, AddressPolicy::AsciiOnly).unwrap_err();
         let names: Vec<_> = err.fields.iter().map(|(f, _)| f.name()).collect();
         assert_eq!(names, ["first_name", "email", "language"]);
+    }
+
+    #[test]
+    fn a_utf8_local_part_is_an_email_error_unless_the_relay_takes_smtputf8() {
+        let input = NewSigner {
+            email: "josé@example.net".into(),
+            ..jose()
+        };
+
+        let err = Signer::parse(&input, AddressPolicy::AsciiOnly).unwrap_err();
+        let accepted = Signer::parse(&input, AddressPolicy::Smtputf8).unwrap();
+
+        assert_eq!(err.fields.len(), 1);
+        assert_eq!(err.fields[0].0, SignerField::Email);
+        assert_eq!(err.fields[0].1.kind(), InvalidKind::NeedsSmtputf8);
+        assert!(accepted.email.needs_smtputf8());
     }
 }

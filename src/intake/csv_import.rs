@@ -5,7 +5,7 @@
 //! the file's size.
 
 use super::prepare;
-use crate::domain::{NewSigner, Signer};
+use crate::domain::{AddressPolicy, NewSigner, Signer};
 use crate::letters::{Campaign, LettersError};
 use crate::queue::{now_millis, Queue, QueueError, Recorded, Source};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ const BATCH: usize = 250;
 pub struct ImportOptions {
     /// Import the good rows even if some are bad (the bad ones are still reported).
     pub skip_invalid: bool,
+    /// Which addresses are good (`smtp.smtputf8`).
+    pub addresses: AddressPolicy,
 }
 
 /// A bad row: its line in the file (1 is the header) and why.
@@ -192,12 +194,13 @@ fn open(path: &Path) -> Result<csv::Reader<std::io::BufReader<std::fs::File>>, I
 struct Rows {
     reader: csv::Reader<std::io::BufReader<std::fs::File>>,
     cols: Columns,
+    addresses: AddressPolicy,
     record: csv::StringRecord,
     done: bool,
 }
 
 impl Rows {
-    fn open(path: &Path) -> Result<(Rows, Vec<String>), ImportError> {
+    fn open(path: &Path, addresses: AddressPolicy) -> Result<(Rows, Vec<String>), ImportError> {
         let mut reader = open(path)?;
         let headers = reader.headers().map_err(|e| ImportError::Header {
             path: path.to_owned(),
@@ -208,6 +211,7 @@ impl Rows {
             Rows {
                 reader,
                 cols,
+                addresses,
                 record: csv::StringRecord::new(),
                 done: false,
             },
@@ -229,8 +233,9 @@ impl Iterator for Rows {
                     if self.record.iter().all(|f| f.trim().is_empty()) {
                         continue; // a blank line, e.g. at the end of the file
                     }
-                    let parsed = row_to_signer(&self.cols, &self.record)
-                        .and_then(|input| Signer::parse(&input).map_err(|e| e.to_string()));
+                    let parsed = row_to_signer(&self.cols, &self.record).and_then(|input| {
+                        Signer::parse(&input, self.addresses).map_err(|e| e.to_string())
+                    });
                     return Some((line, parsed));
                 }
                 Err(e) => {
@@ -264,7 +269,7 @@ pub async fn import_csv(
 ) -> Result<ImportReport, ImportError> {
     // Pass 1: check every row, keep only the problems.
     let mut report = ImportReport::default();
-    let (rows, ignored) = Rows::open(path)?;
+    let (rows, ignored) = Rows::open(path, opts.addresses)?;
     report.ignored_columns = ignored;
     for (line, parsed) in rows {
         report.rows += 1;
@@ -281,7 +286,7 @@ pub async fn import_csv(
     // Pass 2: render and record the good rows in batches, streaming. A batch is written while
     // the next one is rendered (two cores busy, not one), and at most one write is in flight.
     let today = chrono::Local::now().date_naive();
-    let (rows, _) = Rows::open(path)?;
+    let (rows, _) = Rows::open(path, opts.addresses)?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut writing: Option<tokio::task::JoinHandle<Result<Vec<Recorded>, QueueError>>> = None;
     let mut rows = rows.peekable();

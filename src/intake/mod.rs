@@ -1,6 +1,7 @@
 //! Intake: where signatures enter, whatever the door (CLI `sign`, CSV `import`, and the web form
 //! and API that build on it). A signature is checked, its letters rendered and pinned, and the
-//! whole written in one transaction; signing twice is a counted duplicate, never an error.
+//! whole written in one transaction; signing twice is a counted duplicate, never an error. Every
+//! door checks the signer's address against the same `AddressPolicy` (`smtp.smtputf8`).
 //!
 //! Depends on `domain`, `letters` and `queue` (and `config` for the web server's settings).
 
@@ -9,7 +10,7 @@ pub mod web;
 
 pub use csv_import::{import_csv, ImportError, ImportOptions, ImportReport, RowProblem};
 
-use crate::domain::{NewSigner, Signer, SignerError};
+use crate::domain::{AddressPolicy, NewSigner, Signer, SignerError};
 use crate::letters::{Campaign, LettersError, RenderInput};
 use crate::queue::{now_millis, NewLetter, NewSignature, Queue, QueueError, Recorded, Source};
 use chrono::NaiveDate;
@@ -59,15 +60,16 @@ pub fn prepare(
     })
 }
 
-/// Checks, renders and records one signature.
+/// Checks (the address against `addresses`), renders and records one signature.
 #[tracing::instrument(skip_all, fields(campaign = %campaign.slug, source = source.as_str()), err(level = "debug"))]
 pub async fn sign(
     queue: &Queue,
     campaign: &Campaign,
     input: &NewSigner,
+    addresses: AddressPolicy,
     source: Source,
 ) -> Result<Recorded, IntakeError> {
-    let signer = Signer::parse(input)?;
+    let signer = Signer::parse(input, addresses)?;
     let sig = prepare(campaign, signer, source, chrono::Local::now().date_naive())?;
     let mut recorded = queue.record_signatures(&[sig], now_millis()).await?;
     Ok(recorded.pop().expect("one signature in, one result out"))

@@ -3,7 +3,9 @@
 
 use super::render::Templates;
 use super::Problem;
-use crate::domain::{CampaignSlug, EmailAddress, LanguageTag, TargetId};
+use crate::domain::{
+    AddressPolicy, CampaignSlug, EmailAddress, Invalid, InvalidKind, LanguageTag, TargetId,
+};
 use crate::pacing::{CampaignPacing, RawPacing, RawTargetPacing, TargetSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -136,6 +138,17 @@ pub struct Campaign {
     pub(super) templates: Templates,
 }
 
+/// Why a campaign's address was refused, with the setting that would let it through when that
+/// is the only thing wrong with it.
+fn address_problem(e: &Invalid) -> String {
+    match e.kind() {
+        InvalidKind::NeedsSmtputf8 => {
+            format!("{e} (hint: set smtp.smtputf8 = true only if your relay accepts SMTPUTF8)")
+        }
+        InvalidKind::Malformed => e.to_string(),
+    }
+}
+
 /// The 1-based line of a byte offset in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -160,8 +173,9 @@ fn key_line_after(text: &str, table: &str, key: &str) -> Option<usize> {
 }
 
 impl Campaign {
-    /// Loads and checks the campaign in `dir`; returns every problem found.
-    pub fn load(dir: &Path) -> Result<Campaign, Vec<Problem>> {
+    /// Loads and checks the campaign in `dir`, its addresses against what `addresses` lets the
+    /// relay carry; returns every problem found.
+    pub fn load(dir: &Path, addresses: AddressPolicy) -> Result<Campaign, Vec<Problem>> {
         let file = dir.join("campaign.toml");
         let problem = |line: Option<usize>, message: String| Problem {
             file: file.clone(),
@@ -226,10 +240,11 @@ impl Campaign {
                 LetterLanguage::Signer
             }
         };
-        let sender = match EmailAddress::parse(&raw.organisation.sender) {
+        let sender = match EmailAddress::parse_with(&raw.organisation.sender, addresses) {
             Ok(s) => Some(s),
             Err(e) => {
-                problems.push(problem(at("sender"), format!("organisation.sender {e}")));
+                let why = address_problem(&e);
+                problems.push(problem(at("sender"), format!("organisation.sender {why}")));
                 None
             }
         };
@@ -294,8 +309,8 @@ impl Campaign {
                     bad("the id is used twice".into());
                 }
             }
-            let email = EmailAddress::parse(&t.email)
-                .map_err(|e| bad(format!("email {e}")))
+            let email = EmailAddress::parse_with(&t.email, addresses)
+                .map_err(|e| bad(format!("email {}", address_problem(&e))))
                 .ok();
             let language = LanguageTag::parse(&t.language)
                 .map_err(|e| bad(format!("language {e}")))
@@ -526,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_example_campaign_loads_its_pacing_policy() {
-        let c = Campaign::load(&example_dir()).unwrap();
+        let c = Campaign::load(&example_dir(), AddressPolicy::AsciiOnly).unwrap();
         let rule = c.pacing.default_rule();
         assert_eq!(rule.per_hour(), 60);
         assert_eq!(rule.min_spacing_ms(), 20_000);
@@ -550,7 +565,7 @@ mod tests {
                 1,
             )
         });
-        let c = Campaign::load(&dir).unwrap();
+        let c = Campaign::load(&dir, AddressPolicy::AsciiOnly).unwrap();
         let first = &c.targets[0].id;
         assert_eq!(c.pacing.rule_for(first).per_hour(), 20);
         assert_eq!(c.pacing.rule_for(&c.targets[1].id).per_hour(), 60);
@@ -567,7 +582,7 @@ mod tests {
                     1,
                 )
         });
-        let problems = Campaign::load(&dir).unwrap_err();
+        let problems = Campaign::load(&dir, AddressPolicy::AsciiOnly).unwrap_err();
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         let find = |needle: &str| {
             problems
@@ -584,7 +599,35 @@ mod tests {
     #[test]
     fn unknown_pacing_keys_are_refused() {
         let (_tmp, dir) = edited(|t| t.replace("drip = false", "drip = false\nper_day = 3"));
-        let problems = Campaign::load(&dir).unwrap_err();
+        let problems = Campaign::load(&dir, AddressPolicy::AsciiOnly).unwrap_err();
         assert!(problems[0].message.contains("per_day"), "{problems:?}");
+    }
+
+    #[test]
+    fn campaign_addresses_get_a_labels_and_utf8_local_parts_only_with_smtputf8() {
+        let (_tmp, dir) = edited(|t| {
+            t.replace("\"letters@example.org\"", "\"letters@société.example\"")
+                .replace("\"presidency@example.org\"", "\"presidência@example.org\"")
+        });
+
+        let problems = Campaign::load(&dir, AddressPolicy::AsciiOnly).unwrap_err();
+        let c = Campaign::load(&dir, AddressPolicy::Smtputf8).unwrap();
+
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let p = &problems[0];
+        assert!(
+            p.message.starts_with("target `presidency`: email `presidência@example.org` has a character before the `@`"),
+            "{p}"
+        );
+        assert!(
+            p.message
+                .ends_with("(hint: set smtp.smtputf8 = true only if your relay accepts SMTPUTF8)"),
+            "{p}"
+        );
+        assert_eq!(
+            c.organisation.sender.as_str(),
+            "letters@xn--socit-esab.example"
+        );
+        assert!(c.targets[0].email.needs_smtputf8());
     }
 }

@@ -11,7 +11,7 @@ mod render;
 pub use campaign::{Campaign, CampaignText, LetterLanguage, Organisation, Target};
 pub use render::{format_date, ConfirmationDraft, RenderInput};
 
-use crate::domain::CampaignSlug;
+use crate::domain::{AddressPolicy, CampaignSlug};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,9 +65,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every sub-folder of `dir` that holds a `campaign.toml`. Any problem in any campaign
-    /// is an error listing all of them: a half-loaded registry would silently drop a campaign.
-    pub fn load(dir: &Path) -> Result<Registry, LettersError> {
+    /// Loads every sub-folder of `dir` that holds a `campaign.toml`, their addresses checked
+    /// against `addresses`. Any problem in any campaign is an error listing all of them: a
+    /// half-loaded registry would silently drop a campaign.
+    pub fn load(dir: &Path, addresses: AddressPolicy) -> Result<Registry, LettersError> {
         let entries = std::fs::read_dir(dir).map_err(|source| LettersError::Folder {
             dir: dir.to_owned(),
             source,
@@ -80,7 +81,7 @@ impl Registry {
         let mut campaigns = BTreeMap::new();
         let mut problems = Vec::new();
         for path in paths {
-            match Campaign::load(&path) {
+            match Campaign::load(&path, addresses) {
                 Ok(c) => {
                     campaigns.insert(c.slug.clone(), Arc::new(c));
                 }

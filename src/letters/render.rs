@@ -6,7 +6,7 @@
 //! template, and the HTML registry escapes every value.
 
 use super::{Campaign, Problem, Target};
-use crate::domain::{LanguageTag, Letter, NewSigner, Signer};
+use crate::domain::{AddressPolicy, LanguageTag, Letter, NewSigner, Signer};
 use chrono::{Datelike, NaiveDate};
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
@@ -423,16 +423,19 @@ impl Campaign {
     /// Renders every template for every target and language, for a signer who filled in every
     /// field and one who filled in only the required ones. Returns what went wrong.
     pub(super) fn rehearse(&self) -> Vec<Problem> {
-        let full = Signer::parse(&NewSigner {
-            first_name: "Ana".into(),
-            last_name: "Example".into(),
-            email: "ana@example.net".into(),
-            city: Some("Toronto".into()),
-            postal_code: Some("M5V 2T6".into()),
-            country: Some("Canada".into()),
-            language: None,
-            message: Some("A personal message\nover two lines.".into()),
-        })
+        let full = Signer::parse(
+            &NewSigner {
+                first_name: "Ana".into(),
+                last_name: "Example".into(),
+                email: "ana@example.net".into(),
+                city: Some("Toronto".into()),
+                postal_code: Some("M5V 2T6".into()),
+                country: Some("Canada".into()),
+                language: None,
+                message: Some("A personal message\nover two lines.".into()),
+            },
+            AddressPolicy::AsciiOnly,
+        )
         .expect("sample signer is valid");
         let minimal = Signer {
             city: crate::domain::OptionalLine::parse(None, 1).expect("empty is valid"),

@@ -99,6 +99,45 @@ async fn sign_with_a_bad_email_exits_2_names_the_flag_and_records_nothing() {
 }
 
 #[tokio::test]
+async fn sign_with_utf8_before_the_at_exits_2_with_a_hint_unless_the_relay_takes_smtputf8() {
+    let app = spawn_app().await;
+    let args = [
+        "sign",
+        CAMPAIGN,
+        "--first-name",
+        "José",
+        "--last-name",
+        "Núñez",
+        "--email",
+        "josé@example.net",
+    ];
+
+    let refused = run(app.cli().args(args));
+    let before = app.status().await.signatures;
+    let accepted = run(app.cli().args(args).env("MISSIVE_SMTP__SMTPUTF8", "true"));
+
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains(
+            "--email `josé@example.net` has a character before the `@` that this campaign's \
+             mail server cannot carry"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("hint: set smtp.smtputf8 = true only if your relay accepts SMTPUTF8"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(before, 0);
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert_eq!(app.status().await.signatures, 1);
+}
+
+#[tokio::test]
 async fn sign_prints_the_signature_id_and_queues_letters() {
     let app = spawn_app().await;
 

@@ -147,6 +147,35 @@ async fn skip_invalid_imports_the_good_rows_and_still_lists_the_bad() {
 }
 
 #[tokio::test]
+async fn utf8_before_the_at_is_an_invalid_row_unless_the_relay_takes_smtputf8() {
+    let app = spawn_app().await;
+    let csv = "first_name,last_name,email\nAna,Good,ana@example.net\nJosé,Núñez,josé@example.net\n";
+    let file = app.write("signers.csv", csv);
+
+    let refused = run(app.cli().args(["import", CAMPAIGN]).arg(&file));
+    let before = count(&app, "signatures").await;
+    let accepted = run(app
+        .cli()
+        .args(["import", CAMPAIGN])
+        .arg(&file)
+        .env("MISSIVE_SMTP__SMTPUTF8", "true"));
+
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(
+        refused.stdout.lines().collect::<Vec<_>>(),
+        [format!(
+            "{}:3: email: `josé@example.net` has a character before the `@` that this \
+             campaign's mail server cannot carry: use an address with only the letters a to z, \
+             digits and . _ - + before the `@`",
+            file.display()
+        )]
+    );
+    assert_eq!(before, 0);
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert_eq!(count(&app, "signatures").await, 2);
+}
+
+#[tokio::test]
 async fn importing_the_same_file_again_creates_nothing_new() {
     let app = spawn_app().await;
     let sample = app

@@ -156,10 +156,11 @@ impl TestApp {
         self.path().join("outbox")
     }
 
-    /// Signs the example campaign.
+    /// Signs the example campaign, as `missive sign` does with these settings.
     pub(crate) async fn sign(&self, input: &NewSigner) -> Result<Recorded, intake::IntakeError> {
         let campaign = self.app.registry.get(CAMPAIGN).unwrap();
-        intake::sign(&self.app.queue, &campaign, input, Source::Cli).await
+        let addresses = self.settings.smtp.address_policy();
+        intake::sign(&self.app.queue, &campaign, input, addresses, Source::Cli).await
     }
 
     /// Runs one batch: every due letter.

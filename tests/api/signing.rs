@@ -66,6 +66,38 @@ async fn signing_twice_with_the_same_email_queues_letters_once() {
 }
 
 #[tokio::test]
+async fn one_address_written_with_its_unicode_or_its_ascii_domain_signs_once() {
+    let app = spawn_app().await;
+
+    let first = app
+        .sign(&signer("Zoé", "Unicode", "zoe@Société.example"))
+        .await
+        .unwrap();
+    let second = app
+        .sign(&signer("Zoé", "Ascii", "zoe@xn--socit-esab.example"))
+        .await
+        .unwrap();
+    app.send_all().await;
+
+    let Recorded::Created { public_id, .. } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(second, Recorded::Duplicate { public_id });
+    let email: String = sqlx::query_scalar("SELECT email FROM signatures")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(email, "zoe@xn--socit-esab.example");
+    let files = eml_files(&app.outbox());
+    assert_eq!(files.len(), 4);
+    assert!(
+        headers(&files[0]).contains("<zoe@xn--socit-esab.example>"),
+        "Reply-To in ASCII: {}",
+        headers(&files[0])
+    );
+}
+
+#[tokio::test]
 async fn a_name_carrying_a_header_is_refused_and_nothing_is_stored() {
     let app = spawn_app().await;
 

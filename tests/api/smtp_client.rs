@@ -235,6 +235,7 @@ fn session(server: &ScriptedSmtp) -> missive::mailer::SmtpSession {
         connections: 1,
         max_messages_per_connection: 100,
         ca_file: Default::default(),
+        smtputf8: false,
     };
     let endpoint = missive::mailer::SmtpEndpoint::from_settings(&settings).unwrap();
     missive::mailer::SmtpSession::new(Arc::new(endpoint))

@@ -81,6 +81,38 @@ async fn an_unknown_key_in_campaign_toml_is_reported_with_its_line() {
 }
 
 #[tokio::test]
+async fn a_target_address_with_utf8_before_the_at_stops_check_unless_the_relay_takes_smtputf8() {
+    let app = spawn_app().await;
+    let toml = app
+        .path()
+        .join("letters")
+        .join(CAMPAIGN)
+        .join("campaign.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let edited = text.replace("\"presidency@example.org\"", "\"presidência@example.org\"");
+    assert_ne!(edited, text);
+    std::fs::write(&toml, edited).unwrap();
+
+    let refused = run(app.cli().arg("check"));
+    let accepted = run(app.cli().arg("check").env("MISSIVE_SMTP__SMTPUTF8", "true"));
+
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stdout.contains(
+            "target `presidency`: email `presidência@example.org` has a character before the `@`"
+        ),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("hint: set smtp.smtputf8 = true"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(accepted.code, 0, "{}{}", accepted.stdout, accepted.stderr);
+}
+
+#[tokio::test]
 async fn a_target_without_a_salutation_in_a_campaign_language_is_a_problem() {
     let app = spawn_app().await;
     let toml = app

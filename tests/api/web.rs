@@ -294,6 +294,32 @@ async fn a_line_break_in_a_name_is_refused_beside_the_field() {
 }
 
 #[tokio::test]
+async fn utf8_before_the_at_is_refused_beside_the_email_field_unless_the_relay_takes_smtputf8() {
+    let plain = spawn(Spawn::default()).await;
+    let smtputf8 = spawn(env(&[("MISSIVE_SMTP__SMTPUTF8", "true")])).await;
+    let email = [("email", "josé@example.net")];
+
+    let refused = plain.sign_form(&plain.form_session().await, &email).await;
+    let accepted = smtputf8
+        .sign_form(&smtputf8.form_session().await, &email)
+        .await;
+
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains(
+            r#"id="f-email-error">This address has a character before the @ that our mail server cannot carry."#
+        ),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(r#"value="josé@example.net""#));
+    assert_eq!(plain.email_count().await, 0);
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    assert_eq!(smtputf8.email_count().await, 4);
+    assert_eq!(smtputf8.signature_rows().await[0].0, "josé@example.net");
+}
+
+#[tokio::test]
 async fn a_bot_that_fills_the_honeypot_sees_thanks_and_nothing_is_stored() {
     let app = spawn(Spawn::default()).await;
     let session = app.form_session().await;
@@ -781,6 +807,51 @@ async fn the_api_names_each_invalid_field_by_its_path() {
         assert!(fields.get(path).is_some(), "{path} in {fields}");
     }
     assert_eq!(app.email_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_api_refuses_utf8_before_the_at_by_its_path_unless_the_relay_takes_smtputf8() {
+    let plain = spawn(Spawn::default()).await;
+    let smtputf8 = spawn(env(&[("MISSIVE_SMTP__SMTPUTF8", "true")])).await;
+
+    let refused = plain
+        .post_api(&api_path(), api_body("用户@example.org"), &[])
+        .await;
+    let accepted = smtputf8
+        .post_api(&api_path(), api_body("用户@example.org"), &[])
+        .await;
+
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.json()["fields"]["person.email_addresses[0].address"],
+        "`用户@example.org` has a character before the `@` that this campaign's mail server \
+         cannot carry: use an address with only the letters a to z, digits and . _ - + before \
+         the `@`"
+    );
+    assert_eq!(plain.email_count().await, 0);
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
+    assert_eq!(smtputf8.email_count().await, 4);
+}
+
+#[tokio::test]
+async fn through_the_api_a_unicode_domain_and_its_ascii_form_are_one_signer() {
+    let app = spawn(Spawn::default()).await;
+
+    let first = app
+        .post_api(&api_path(), api_body("ana@société.example"), &[])
+        .await;
+    let again = app
+        .post_api(&api_path(), api_body("ana@xn--socit-esab.example"), &[])
+        .await;
+
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(
+        app.signature_rows().await[0].0,
+        "ana@xn--socit-esab.example"
+    );
 }
 
 #[tokio::test]

@@ -347,7 +347,7 @@ async fn signature_outcome(
     let req: SignatureRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let (input, email_index) = to_signer(&req);
-    let parsed = Signer::parse(&input);
+    let parsed = Signer::parse(&input, state.0.addresses);
     let mut fields: Vec<(String, String)> = Vec::new();
     if let Err(e) = &parsed {
         for (field, why) in &e.fields {

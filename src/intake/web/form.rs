@@ -12,7 +12,9 @@ use super::i18n::{self, field_error, negotiate, Ui};
 use super::signing::{self, LinkState};
 use super::tokens::{random_b64, FormMode};
 use super::{content_type_is, read_body, AppState, Embeddable, WebError};
-use crate::domain::{LanguageTag, NewSigner, Signer, SignerField, MESSAGE_MAX_CHARS};
+use crate::domain::{
+    AddressPolicy, LanguageTag, NewSigner, Signer, SignerField, MESSAGE_MAX_CHARS,
+};
 use crate::letters::{Campaign, RenderInput};
 use crate::queue::{Confirmed, IntakeDetails, Source};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -321,13 +323,16 @@ fn form_data(cx: &FormContext<'_>) -> Value {
 /// The letter as a placeholder signer would send it to the first target, for the page.
 fn preview(campaign: &Campaign, ui: &Ui, lang: &LanguageTag) -> Option<Value> {
     let target = campaign.targets.first()?;
-    let signer = Signer::parse(&NewSigner {
-        first_name: ui.placeholder_first.into(),
-        last_name: ui.placeholder_last.into(),
-        email: "supporter@example.org".into(),
-        language: Some(lang.as_str().to_owned()),
-        ..NewSigner::default()
-    })
+    let signer = Signer::parse(
+        &NewSigner {
+            first_name: ui.placeholder_first.into(),
+            last_name: ui.placeholder_last.into(),
+            email: "supporter@example.org".into(),
+            language: Some(lang.as_str().to_owned()),
+            ..NewSigner::default()
+        },
+        AddressPolicy::AsciiOnly,
+    )
     .ok()?;
     let today = chrono::Local::now().date_naive();
     match campaign.render(&RenderInput {
@@ -655,12 +660,12 @@ pub(super) async fn sign(
         return Err(WebError::RateLimited { retry_after });
     }
 
-    let parsed = Signer::parse(&values.signer());
+    let parsed = Signer::parse(&values.signer(), state.0.addresses);
     let mut errors: FieldErrors = HashMap::new();
     if let Err(e) = &parsed {
-        for (field, _) in &e.fields {
+        for (field, why) in &e.fields {
             let empty = values.value(*field).trim().is_empty();
-            errors.insert(field.name(), field_error(ui, *field, empty));
+            errors.insert(field.name(), field_error(ui, *field, why, empty));
         }
     }
     if !values.consent_letter {

@@ -3,7 +3,7 @@
 //! the campaign's default. Campaign text (title, summary, page) comes from the campaign's own
 //! files; a language without a table here falls back to English.
 
-use crate::domain::{LanguageTag, SignerField};
+use crate::domain::{Invalid, InvalidKind, LanguageTag, SignerField};
 use serde::Serialize;
 
 /// Every string a page shows that is not the campaign's own text.
@@ -38,6 +38,7 @@ pub(crate) struct Ui {
     pub(crate) err_required: &'static str,
     pub(crate) err_name: &'static str,
     pub(crate) err_email: &'static str,
+    pub(crate) err_email_smtputf8: &'static str,
     pub(crate) err_short_line: &'static str,
     pub(crate) err_line: &'static str,
     pub(crate) err_language: &'static str,
@@ -89,6 +90,7 @@ static EN: Ui = Ui {
     err_required: "Please fill in this field.",
     err_name: "Use at most 100 characters, without < or >.",
     err_email: "Enter an email address like name@example.org.",
+    err_email_smtputf8: "This address has a character before the @ that our mail server cannot carry. Please use an address with only the letters a to z, digits and . _ - + before the @.",
     err_short_line: "Use at most 20 characters.",
     err_line: "Use at most 100 characters on one line.",
     err_language: "Choose one of the languages offered.",
@@ -140,6 +142,7 @@ static FR: Ui = Ui {
     err_required: "Veuillez remplir ce champ.",
     err_name: "Au plus 100 caractères, sans < ni >.",
     err_email: "Saisissez une adresse courriel comme nom@example.org.",
+    err_email_smtputf8: "Cette adresse contient avant le @ un caractère que notre serveur de courriel ne peut pas transmettre. Utilisez une adresse qui n'a avant le @ que des lettres de a à z sans accents, des chiffres et . _ - +.",
     err_short_line: "Au plus 20 caractères.",
     err_line: "Au plus 100 caractères, sur une ligne.",
     err_language: "Choisissez l'une des langues proposées.",
@@ -191,6 +194,7 @@ static ES: Ui = Ui {
     err_required: "Rellene este campo.",
     err_name: "Como máximo 100 caracteres, sin < ni >.",
     err_email: "Escriba una dirección como nombre@example.org.",
+    err_email_smtputf8: "Esta dirección tiene antes de la @ un carácter que nuestro servidor de correo no puede transmitir. Use una dirección que antes de la @ solo tenga letras de la a a la z sin acentos, cifras y . _ - +.",
     err_short_line: "Como máximo 20 caracteres.",
     err_line: "Como máximo 100 caracteres, en una línea.",
     err_language: "Elija uno de los idiomas propuestos.",
@@ -231,8 +235,16 @@ pub(crate) fn native_name(lang: &LanguageTag) -> &str {
     }
 }
 
-/// The message shown beside a field the domain rejected.
-pub(crate) fn field_error(ui: &Ui, field: SignerField, was_empty: bool) -> &'static str {
+/// The message shown beside a field the domain rejected for `why`.
+pub(crate) fn field_error(
+    ui: &Ui,
+    field: SignerField,
+    why: &Invalid,
+    was_empty: bool,
+) -> &'static str {
+    if why.kind() == InvalidKind::NeedsSmtputf8 {
+        return ui.err_email_smtputf8;
+    }
     if was_empty
         && matches!(
             field,

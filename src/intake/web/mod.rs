@@ -8,7 +8,8 @@
 //! Errors say "an internal error occurred" to the client and log their chain once.
 //!
 //! Depends on `domain`, `letters`, `queue` and `config`; the signing itself goes through the
-//! same parsing (`Signer::parse`) and rendering (`intake::prepare`) as the CLI.
+//! same parsing (`Signer::parse`, with the same `AddressPolicy`) and rendering
+//! (`intake::prepare`) as the CLI.
 
 mod api;
 mod commit;
@@ -19,6 +20,7 @@ mod signing;
 mod tokens;
 
 use crate::config::Settings;
+use crate::domain::AddressPolicy;
 use crate::letters::Registry;
 use crate::queue::{now_millis, Queue};
 use anyhow::Context as _;
@@ -64,6 +66,8 @@ struct Inner {
     api_limiter: DefaultKeyedRateLimiter<usize>,
     trust_forwarded_for: bool,
     confirm_expiry_ms: i64,
+    /// Which signers' addresses are taken (`smtp.smtputf8`).
+    addresses: AddressPolicy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -120,6 +124,7 @@ impl AppState {
             api_limiter: governor::RateLimiter::keyed(per_second),
             trust_forwarded_for: http.trust_forwarded_for,
             confirm_expiry_ms: i64::from(http.confirm_expiry_days) * 86_400_000,
+            addresses: settings.smtp.address_policy(),
         })))
     }
 

@@ -5,7 +5,7 @@
 
 use super::tokens::{sha256_hex, TokenError};
 use super::AppState;
-use crate::domain::{NewSigner, Signer};
+use crate::domain::{AddressPolicy, NewSigner, Signer};
 use crate::intake::{new_message_id, prepare};
 use crate::letters::Campaign;
 use crate::queue::{
@@ -163,7 +163,11 @@ pub(crate) async fn confirm(
         return Ok((found, Confirmed::NotFound));
     };
     let campaign = state.registry().get(campaign)?;
-    let parsed = Signer::parse(signer).context("a recorded signer no longer parses")?;
+    // The address was taken when the form was signed (and its confirmation email reached it);
+    // if `smtp.smtputf8` was turned off since, the mailer, not this link, refuses what the relay
+    // cannot carry.
+    let parsed = Signer::parse(signer, AddressPolicy::Smtputf8)
+        .context("a recorded signer no longer parses")?;
     let sig = prepare(&campaign, parsed, Source::Web, today()).context("rendering letters")?;
     let confirmed = state
         .queue()
