@@ -317,3 +317,36 @@ async fn a_gate_that_says_no_transmits_nothing() {
     assert_eq!(server.sessions(), 2);
     session.close().await;
 }
+
+#[tokio::test]
+async fn a_signer_with_utf8_before_the_at_is_written_with_smtputf8_when_the_relay_offers_it() {
+    let mails = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = mails.clone();
+    let server = ScriptedSmtp::start_with(move |e: &Event| {
+        if e.stage == Stage::Mail {
+            seen.lock().unwrap().push(e.argument.clone());
+        }
+        Action::Default
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("MISSIVE_SMTP__URL", &server.url()),
+        ("MISSIVE_SMTP__CONNECTIONS", "1"),
+        ("MISSIVE_SMTP__SMTPUTF8", "true"),
+    ])
+    .await;
+    app.sign(&signer("José", "Núñez", "josé@example.net"))
+        .await
+        .unwrap();
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 4, "{summary:?}");
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 4);
+    assert!(mails.iter().all(|m| m.contains("SMTPUTF8")), "{mails:?}");
+    for r in server.received() {
+        let reply_to = r.header("Reply-To").unwrap();
+        assert!(reply_to.contains("<josé@example.net>"), "{reply_to}");
+    }
+}

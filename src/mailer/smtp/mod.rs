@@ -161,7 +161,7 @@ impl SmtpEndpoint {
             send_timeout: s.send_timeout(),
             connections: s.connections,
             max_messages_per_connection: s.max_messages_per_connection,
-            smtputf8: false,
+            smtputf8: s.smtputf8,
         })
     }
 

@@ -453,9 +453,10 @@ impl Connection {
         };
         let from = address(&letter.from_address)?;
         let to = address(&letter.recipient)?;
+        // The Reply-To counts too: a header address needs SMTPUTF8 as much as the envelope's.
         let utf8 = [&letter.from_address, &letter.reply_to, &letter.recipient]
             .into_iter()
-            .any(|a| !a.as_str().is_ascii());
+            .any(EmailAddress::needs_smtputf8);
         let offers = |e| self.info.supports_feature(e);
         let mut params = Vec::new();
         if utf8 {
