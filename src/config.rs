@@ -1,7 +1,12 @@
 //! Typed settings: `config/default.toml` (embedded in the binary) overlaid by an optional file
 //! and then by `MISSIVE_<SECTION>__<KEY>` environment variables. Plain data plus the checks that
 //! make a bad value fail at start-up with the key's name, never half-way through a batch.
+//!
+//! Secrets (`smtp.password`, `http.api_keys`, `http.secret`) are read only from the environment
+//! and held as `SecretString`, whose `Debug` prints `[REDACTED]`: printing the settings, or
+//! anything holding them, never shows one. Code exposes a secret only where it is used.
 
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,8 +60,9 @@ pub struct SmtpSettings {
     pub starttls: StartTls,
     #[serde(default)]
     pub username: Option<String>,
+    /// From `MISSIVE_SMTP__PASSWORD` only.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub hello_name: String,
     pub connect_timeout_seconds: u64,
     pub send_timeout_seconds: u64,
@@ -138,22 +144,23 @@ pub struct HttpSettings {
     pub confirm_expiry_days: u32,
     /// Comma-separated API keys; from `MISSIVE_HTTP__API_KEYS` only.
     #[serde(default)]
-    pub api_keys: Option<String>,
+    pub api_keys: Option<SecretString>,
     /// The key signing confirmation links and form tokens; from `MISSIVE_HTTP__SECRET` only.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
 }
 
 impl HttpSettings {
-    /// The API keys, trimmed, empty entries dropped.
-    pub fn api_key_list(&self) -> Vec<String> {
+    /// The API keys, trimmed, empty entries dropped, each still secret.
+    pub fn api_key_list(&self) -> Vec<SecretString> {
         self.api_keys
-            .as_deref()
+            .as_ref()
+            .map(|keys| keys.expose_secret())
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .map(str::to_owned)
+            .map(SecretString::from)
             .collect()
     }
 
@@ -402,13 +409,19 @@ impl Settings {
                 "must be between 1 and 90".into(),
             );
         }
-        if h.api_key_list().iter().any(|k| k.chars().count() < 24) {
+        if h.api_key_list()
+            .iter()
+            .any(|k| k.expose_secret().chars().count() < 24)
+        {
             return bad(
                 "http.api_keys",
                 "(MISSIVE_HTTP__API_KEYS) holds a key shorter than 24 characters".into(),
             );
         }
-        if h.secret.as_deref().is_some_and(|s| s.chars().count() < 32) {
+        if h.secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().chars().count() < 32)
+        {
             return bad(
                 "http.secret",
                 "(MISSIVE_HTTP__SECRET) must be at least 32 characters".into(),
@@ -457,7 +470,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.sending.rate_per_second, 3.5);
         assert_eq!(s.smtp.connections, 7);
-        assert_eq!(s.smtp.password.as_deref(), Some("hunter2"));
+        assert_eq!(
+            s.smtp.password.as_ref().map(|p| p.expose_secret()),
+            Some("hunter2")
+        );
     }
 
     #[test]
@@ -547,7 +563,13 @@ mod tests {
             env(&[("MISSIVE_HTTP__API_KEYS", &format!(" {key} ,,{key}2"))]),
         )
         .unwrap();
-        assert_eq!(s.http.api_key_list(), vec![key.clone(), format!("{key}2")]);
+        let keys: Vec<String> = s
+            .http
+            .api_key_list()
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert_eq!(keys, vec![key.clone(), format!("{key}2")]);
     }
 
     #[test]
@@ -572,6 +594,51 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn printing_the_settings_shows_no_secret() {
+        let password = "smtp-password-hunter2";
+        let key_a = "api-key-aaaaaaaaaaaaaaaaaaaaaaaa";
+        let key_b = "api-key-bbbbbbbbbbbbbbbbbbbbbbbb";
+        let secret = "form-secret-0123456789abcdefghijklmnop";
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MISSIVE_SMTP__USERNAME", "letters@example.org"),
+                ("MISSIVE_SMTP__PASSWORD", password),
+                ("MISSIVE_HTTP__API_KEYS", &format!("{key_a},{key_b}")),
+                ("MISSIVE_HTTP__SECRET", secret),
+            ]),
+        )
+        .unwrap();
+
+        let printed = [format!("{s:?}"), format!("{s:#?}"), format!("{:?}", s.http)];
+
+        for text in printed {
+            for value in [password, key_a, key_b, secret, "api-key-", "hunter2"] {
+                assert!(!text.contains(value), "{value} printed in {text}");
+            }
+            assert!(text.contains("REDACTED"), "{text}");
+        }
+        assert_eq!(s.http.secret.as_ref().unwrap().expose_secret(), secret);
+    }
+
+    #[test]
+    fn refusing_a_short_key_or_secret_does_not_repeat_it() {
+        for (var, value) in [
+            ("MISSIVE_HTTP__API_KEYS", "short-key-hunter2"),
+            (
+                "MISSIVE_HTTP__API_KEYS",
+                "a-long-enough-key-0123456789,short-hunter2",
+            ),
+            ("MISSIVE_HTTP__SECRET", "short-secret-hunter2"),
+        ] {
+            let err = Settings::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
         }
     }
 

@@ -15,6 +15,7 @@ mod delivery;
 mod faults;
 mod pacing;
 mod real_smtp;
+mod secrets;
 mod signing;
 mod smtp_client;
 mod templates;

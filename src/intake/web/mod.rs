@@ -28,6 +28,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota};
+use secrecy::ExposeSecret as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -58,7 +59,8 @@ struct Inner {
     secure_cookies: bool,
     /// The `frame-ancestors` sources for the embeddable form.
     embed_ancestors: String,
-    /// SHA-256 of each API key.
+    /// SHA-256 of each API key: the keys themselves are not kept, and a presented key is
+    /// hashed and compared with every one in constant time (`api::authenticate`).
     api_keys: Vec<[u8; 32]>,
     sign_limiter: DefaultKeyedRateLimiter<IpAddr>,
     api_limiter: DefaultKeyedRateLimiter<usize>,
@@ -80,14 +82,14 @@ impl AppState {
     /// links will not survive a restart.
     pub fn new(settings: &Settings, registry: Registry, queue: Queue) -> anyhow::Result<AppState> {
         let http = &settings.http;
-        let secret = match &http.secret {
-            Some(s) => s.as_bytes().to_vec(),
+        let keys = match &http.secret {
+            Some(s) => tokens::Keys::new(s),
             None => {
                 tracing::warn!(
                     "MISSIVE_HTTP__SECRET is not set: using a random secret, so confirmation \
                      links and open forms stop working when Missive restarts"
                 );
-                (0..32).map(|_| rand::random::<u8>()).collect()
+                tokens::Keys::random()
             }
         };
         let base = url::Url::parse(&http.base_url).context("http.base_url")?;
@@ -101,7 +103,7 @@ impl AppState {
             registry,
             commit: commit::GroupCommit::start(queue.clone()),
             queue,
-            keys: tokens::Keys::new(&secret),
+            keys,
             pages: pages::Pages::new().context("compiling the page templates")?,
             base_url: http.base_url.trim_end_matches('/').to_owned(),
             origin,
@@ -114,7 +116,7 @@ impl AppState {
             api_keys: http
                 .api_key_list()
                 .iter()
-                .map(|k| sha2_bytes(k.as_bytes()))
+                .map(|k| sha2_bytes(k.expose_secret().as_bytes()))
                 .collect(),
             sign_limiter: governor::RateLimiter::keyed(per_minute),
             api_limiter: governor::RateLimiter::keyed(per_second),

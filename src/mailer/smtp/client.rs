@@ -13,6 +13,7 @@ use super::tls::{self, Stream};
 use super::{Credentials, SmtpEndpoint, TlsMode};
 use crate::mailer::{Delivery, Stage};
 use base64::Engine as _;
+use secrecy::ExposeSecret as _;
 use std::io::IoSlice;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -253,12 +254,14 @@ impl Connection {
         let reply = if self.extensions.auth_plain {
             let token = b64.encode(format!(
                 "\0{}\0{}",
-                credentials.username, credentials.password
+                credentials.username,
+                credentials.password.expose_secret()
             ));
             self.command(at, &["AUTH PLAIN ", token.as_str()]).await?
         } else if self.extensions.auth_login {
             let mut reply = self.command(at, &["AUTH LOGIN"]).await?;
-            for secret in [&credentials.username, &credentials.password] {
+            let password = credentials.password.expose_secret();
+            for secret in [credentials.username.as_str(), password] {
                 if reply.code != 334 {
                     break;
                 }

@@ -173,10 +173,11 @@ fn is_hello_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The login for AUTH, from the environment. Never printed.
+/// The login for AUTH, from the environment. Never printed; the password is exposed only
+/// where the AUTH line is built (`client.rs`).
 struct Credentials {
     username: String,
-    password: String,
+    password: secrecy::SecretString,
 }
 
 /// One sending task's connection to the relay.
