@@ -5,6 +5,7 @@
 //! Secrets (`smtp.password`, `http.api_keys`, `http.secret`) are read only from the environment
 //! and held as `SecretString`, whose `Debug` prints `[REDACTED]`: printing the settings, or
 //! anything holding them, never shows one. Code exposes a secret only where it is used.
+//! `redact_url` is the one place a URL is made fit to show (its password becomes `***`).
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -34,6 +35,81 @@ pub struct Settings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// `url` fit to show in output and logs: its password, if any, is `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// What stands in for a password in a URL that is shown.
+const REDACTED: &str = "***";
+
+/// `url` fit to show in output, logs and errors: a password in it (`user:PASSWORD@host`, or a
+/// `password` query parameter) becomes `***`; the user, host, port, path and other parameters
+/// stay, and a URL with no password is returned as written. A URL that does not parse, or has
+/// an `@` but no host, keeps only its scheme and what follows its last `@`, up to any query,
+/// which becomes `?***`: where its password would end cannot be known.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redact_unparsed(url);
+    };
+    if !parsed.has_host() && url.contains('@') {
+        // `scheme:user:password@host` parses as a path; a password may still be in it.
+        return redact_unparsed(url);
+    }
+    let mut changed = false;
+    if parsed.password().is_some() {
+        if parsed.set_password(Some(REDACTED)).is_err() {
+            return redact_unparsed(url);
+        }
+        changed = true;
+    }
+    if parsed
+        .query_pairs()
+        .any(|(name, _)| is_password_parameter(&name))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_password_parameter(&name) {
+                    REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        parsed.to_string()
+    } else {
+        url.to_owned()
+    }
+}
+
+/// `password`, `sslpassword` and the like, as libpq-style URLs may carry them.
+fn is_password_parameter(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("password")
+}
+
+fn redact_unparsed(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, format!("?{REDACTED}")),
+        None => (rest, String::new()),
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}{REDACTED}{}{query}", &rest[at..]),
+        None => format!("{scheme}{rest}{query}"),
+    }
 }
 
 /// `[letters]`
@@ -344,7 +420,10 @@ impl Settings {
             crate::mailer::SmtpEndpoint::parse(&self.smtp.url, self.smtp.starttls).map_err(
                 |e| ConfigError::Invalid {
                     key: "smtp.url",
-                    problem: e.to_string(),
+                    // The mailer's message repeats the URL, which may hold a password.
+                    problem: e
+                        .to_string()
+                        .replace(&self.smtp.url, &redact_url(&self.smtp.url)),
                 },
             )?;
         }
@@ -640,6 +719,105 @@ mod tests {
                 .to_string();
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_database_password_is_replaced_and_the_rest_of_the_url_kept() {
+        for (url, shown) in [
+            (
+                "postgres://missive:hunter2@db.example.org/missive",
+                "postgres://missive:***@db.example.org/missive",
+            ),
+            (
+                "postgresql://missive:hunter2@db.example.org:6432/missive?sslmode=require",
+                "postgresql://missive:***@db.example.org:6432/missive?sslmode=require",
+            ),
+            (
+                "postgres://missive:p%40ss%3Aword@[2001:db8::5]:5432/missive",
+                "postgres://missive:***@[2001:db8::5]:5432/missive",
+            ),
+            (
+                "postgres://db.example.org/missive?user=missive&password=hunter2",
+                "postgres://db.example.org/missive?user=missive&password=***",
+            ),
+            (
+                "postgres://:hunter2@db.example.org/missive",
+                "postgres://:***@db.example.org/missive",
+            ),
+            // Nothing secret: shown exactly as written.
+            ("sqlite://missive.db", "sqlite://missive.db"),
+            (
+                "sqlite:///var/lib/missive/missive.db?mode=rwc",
+                "sqlite:///var/lib/missive/missive.db?mode=rwc",
+            ),
+            (
+                "postgres://missive@db.example.org/missive",
+                "postgres://missive@db.example.org/missive",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_or_has_no_host_loses_everything_before_its_last_at() {
+        for (url, shown) in [
+            // A port out of range: not a URL.
+            (
+                "postgres://missive:hun@ter2@db.example.org:99999/missive",
+                "postgres://***@db.example.org:99999/missive",
+            ),
+            (
+                "postgres://missive:hunter2@db.example.org:99999/missive?password=hunter2",
+                "postgres://***@db.example.org:99999/missive?***",
+            ),
+            ("not a url", "not a url"),
+            // These parse, as a scheme and a path.
+            ("missive:hunter2@db.example.org", "***@db.example.org"),
+            ("postgres:missive:hunter2@db/missive", "***@db/missive"),
+        ] {
+            assert!(
+                url::Url::parse(url).map_or(true, |u| !u.has_host()),
+                "{url} parses with a host"
+            );
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_smtp_url_holding_a_password_is_refused_without_showing_it() {
+        for (url, shown) in [
+            (
+                "smtp://letters:hunter2@mail.example.org:587",
+                "smtp://letters:***@mail.example.org:587",
+            ),
+            (
+                "smtp://letters:hunter2@mail.example.org:99999",
+                "smtp://***@mail.example.org:99999",
+            ),
+        ] {
+            let err = Settings::load(None, env(&[("MISSIVE_SMTP__URL", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("smtp.url") && err.contains(shown), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_database_settings_show_their_url_redacted() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "MISSIVE_DATABASE__URL",
+                "postgres://missive:hunter2@db.example.org/missive",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.database.redacted_url(),
+            "postgres://missive:***@db.example.org/missive"
+        );
     }
 
     #[test]

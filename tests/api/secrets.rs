@@ -1,8 +1,10 @@
 //! Secrets stay secret: the real binary, logging at debug level, never writes the API key, the
 //! form secret or the SMTP password to its output, and neither do the answers it gives a
-//! client presenting a wrong key or a forged form.
+//! client presenting a wrong key or a forged form. A database URL's password is shown as `***`
+//! by `missive check` and in errors.
 
-use crate::helpers::{run, spawn_app_with, TestApp, CAMPAIGN};
+use crate::helpers::{run, spawn_app, spawn_app_with, TestApp, CAMPAIGN};
+use missive::queue::QueueError;
 use std::time::{Duration, Instant};
 
 const API_KEY: &str = "api-key-never-printed-0123456789";
@@ -159,4 +161,48 @@ async fn serve_check_and_send_never_print_the_api_key_the_form_secret_or_the_smt
     );
     assert_no_secret("send's output", &send.stdout);
     assert_no_secret("send's log", &send.stderr);
+}
+
+/// A PostgreSQL URL with a password, on a port where nothing listens.
+const DATABASE_URL: &str = "postgres://missive:hunter2@127.0.0.1:1/missive";
+const DATABASE_SHOWN: &str = "postgres://missive:***@127.0.0.1:1/missive";
+
+#[tokio::test]
+async fn check_shows_the_database_url_with_its_password_replaced() {
+    let app = spawn_app().await;
+
+    let out = run(app
+        .cli()
+        .arg("check")
+        .env("MISSIVE_DATABASE__URL", DATABASE_URL));
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("database: {DATABASE_SHOWN}\n")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_named_with_its_password_replaced() {
+    let app = spawn_app().await;
+
+    let out = run(app
+        .cli()
+        .arg("status")
+        .env("MISSIVE_DATABASE__URL", DATABASE_URL));
+    let connect = QueueError::Connect {
+        url: DATABASE_URL.to_owned(),
+        source: sqlx::Error::PoolTimedOut,
+    }
+    .to_string();
+
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(DATABASE_SHOWN), "{}", out.stderr);
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    assert!(connect.contains(DATABASE_SHOWN), "{connect}");
+    assert!(!connect.contains("hunter2"), "{connect}");
 }
