@@ -10,6 +10,7 @@
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -216,7 +217,8 @@ pub struct HttpSettings {
     pub sign_burst: u32,
     pub api_per_second: u32,
     pub api_burst: u32,
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     pub confirm_expiry_days: u32,
     /// Comma-separated API keys; from `MISSIVE_HTTP__API_KEYS` only.
     #[serde(default)]
@@ -254,6 +256,105 @@ impl HttpSettings {
     }
 }
 
+/// `http.trusted_proxies`: the reverse proxies in front of Missive, as IP addresses and CIDR
+/// ranges. Only a request whose TCP peer is one of them has its `X-Forwarded-For` read (by
+/// `intake::web`). In a file it is an array of strings; in `MISSIVE_HTTP__TRUSTED_PROXIES`, one
+/// string with the entries separated by commas. Parsed at load, so a bad entry stops start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses entries such as `127.0.0.1`, `::1` or `10.0.0.0/8`, skipping blank ones; the
+    /// error names the first entry that is not an address or a range.
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for entry in entries.into_iter().map(str::trim).filter(|e| !e.is_empty()) {
+            nets.push(parse_proxy(entry)?);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, as a
+    /// socket bound to `[::]` sees IPv4 peers) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn parse_proxy(entry: &str) -> Result<ipnet::IpNet, String> {
+    let not_one = || {
+        format!(
+            "entry `{}` is not an IP address or a CIDR range (hint: write addresses \
+             such as 127.0.0.1 or ::1 and ranges such as 10.0.0.0/8 or fd00::/8)",
+            entry.escape_debug()
+        )
+    };
+    if entry.contains('/') {
+        let net: ipnet::IpNet = entry.parse().map_err(|_| not_one())?;
+        if net != net.trunc() {
+            return Err(format!(
+                "entry `{entry}` has bits set past its prefix length (hint: write {})",
+                net.trunc()
+            ));
+        }
+        Ok(net)
+    } else {
+        let ip: IpAddr = entry.parse().map_err(|_| not_one())?;
+        Ok(ipnet::IpNet::from(ip.to_canonical()))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A TOML array of strings, or one comma-separated string (from the environment).
+        struct Entries;
+
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Vec<String>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of IP addresses and CIDR ranges, or one string of them separated by commas")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+                Ok(v.split(',').map(str::to_owned).collect())
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<String>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = seq.next_element::<String>()? {
+                    entries.push(entry);
+                }
+                Ok(entries)
+            }
+        }
+
+        let entries = d.deserialize_any(Entries)?;
+        // The `config` crate adds "for key `http.trusted_proxies`" (checked by the tests).
+        TrustedProxies::parse(entries.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Keys Missive no longer reads, each with what replaced it. Setting one is an error, so an
+/// old configuration is never half-applied without a word.
+const REPLACED: [(&str, &str, &str); 1] = [(
+    "http",
+    "trust_forwarded_for",
+    "was replaced by `http.trusted_proxies`: the addresses and ranges of the reverse proxies \
+     whose X-Forwarded-For is believed (hint: remove it and write, under [http], \
+     trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"], or set \
+     MISSIVE_HTTP__TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8; empty, the default, trusts no proxy)",
+)];
+
 /// A setting that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -266,6 +367,13 @@ pub enum ConfigError {
     Parse(String),
     #[error("`{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A key Missive no longer reads, set in `place` (a file or an environment variable).
+    #[error("`{key}` is set in {place}, but {replaced}")]
+    Replaced {
+        key: String,
+        place: String,
+        replaced: &'static str,
+    },
 }
 
 impl Settings {
@@ -293,6 +401,19 @@ impl Settings {
                 ("http", "api_keys", "http.api_keys"),
                 ("http", "secret", "http.secret"),
             ];
+            for (section, old, replaced) in REPLACED {
+                let set = table
+                    .get(section)
+                    .and_then(|v| v.as_table())
+                    .is_some_and(|t| t.contains_key(old));
+                if set {
+                    return Err(ConfigError::Replaced {
+                        key: format!("{section}.{old}"),
+                        place: path.display().to_string(),
+                        replaced,
+                    });
+                }
+            }
             for (section, secret, key) in SECRETS {
                 let set = table
                     .get(section)
@@ -325,6 +446,20 @@ impl Settings {
                 ))
             })
             .collect();
+        for (section, old, replaced) in REPLACED {
+            let key = format!("{section}.{old}");
+            if vars.contains_key(&key) {
+                return Err(ConfigError::Replaced {
+                    place: format!(
+                        "the environment (MISSIVE_{}__{})",
+                        section.to_uppercase(),
+                        old.to_uppercase()
+                    ),
+                    key,
+                    replaced,
+                });
+            }
+        }
         for (key, value) in vars {
             builder = builder
                 .set_override(key.clone(), value)
@@ -818,6 +953,117 @@ mod tests {
             s.database.redacted_url(),
             "postgres://missive:***@db.example.org/missive"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_toml_array_or_a_comma_separated_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+
+        let from_file = Settings::load(Some(&path), env(&[])).unwrap();
+        let from_env = Settings::load(
+            None,
+            env(&[(
+                "MISSIVE_HTTP__TRUSTED_PROXIES",
+                " 127.0.0.1 , 10.0.0.0/8,::1,",
+            )]),
+        )
+        .unwrap();
+        let env_over_file = Settings::load(
+            Some(&path),
+            env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", "192.0.2.0/24")]),
+        )
+        .unwrap();
+        let emptied =
+            Settings::load(Some(&path), env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", "")])).unwrap();
+        let default = Settings::load(None, env(&[])).unwrap();
+
+        let expected = TrustedProxies::parse(["127.0.0.1", "10.0.0.0/8", "::1"]).unwrap();
+        assert_eq!(from_file.http.trusted_proxies, expected);
+        assert_eq!(from_env.http.trusted_proxies, expected);
+        let p = &from_file.http.trusted_proxies;
+        for (ip, trusted) in [
+            ("127.0.0.1", true),
+            ("10.200.3.4", true),
+            ("::1", true),
+            ("::ffff:10.0.0.1", true),
+            ("127.0.0.2", false),
+            ("11.0.0.1", false),
+            ("::2", false),
+        ] {
+            assert_eq!(p.contains(ip.parse().unwrap()), trusted, "{ip}");
+        }
+        assert_eq!(
+            env_over_file.http.trusted_proxies,
+            TrustedProxies::parse(["192.0.2.0/24"]).unwrap()
+        );
+        assert!(emptied.http.trusted_proxies.is_empty());
+        assert!(default.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_names_the_key_and_the_entry() {
+        for (value, entry, words) in [
+            ("10.0.0.1,localhost", "localhost", "not an IP address"),
+            ("10.0.0.0/33", "10.0.0.0/33", "not an IP address"),
+            ("fd00::/129", "fd00::/129", "not an IP address"),
+            ("10.0.0.1/8", "10.0.0.1/8", "write 10.0.0.0/8"),
+        ] {
+            let err = Settings::load(None, env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("http.trusted_proxies") && err.contains(entry) && err.contains(words),
+                "{value}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.300\"]\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.trusted_proxies") && err.contains("10.0.0.300"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_replaced_trust_forwarded_for_is_refused_saying_how_to_write_trusted_proxies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\ntrust_forwarded_for = true\n").unwrap();
+
+        let in_file = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        let in_env = Settings::load(None, env(&[("MISSIVE_HTTP__TRUST_FORWARDED_FOR", "false")]))
+            .unwrap_err()
+            .to_string();
+
+        for (err, place) in [
+            (&in_file, "c.toml"),
+            (&in_env, "MISSIVE_HTTP__TRUST_FORWARDED_FOR"),
+        ] {
+            assert!(
+                err.contains("http.trust_forwarded_for")
+                    && err.contains(place)
+                    && err.contains("replaced by `http.trusted_proxies`")
+                    && err.contains("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]")
+                    && err.contains("MISSIVE_HTTP__TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

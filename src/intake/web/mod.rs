@@ -11,6 +11,7 @@
 //! same parsing (`Signer::parse`) and rendering (`intake::prepare`) as the CLI.
 
 mod api;
+mod client_addr;
 mod commit;
 mod form;
 mod i18n;
@@ -18,7 +19,7 @@ mod pages;
 mod signing;
 mod tokens;
 
-use crate::config::Settings;
+use crate::config::{Settings, TrustedProxies};
 use crate::letters::Registry;
 use crate::queue::{now_millis, Queue};
 use anyhow::Context as _;
@@ -64,7 +65,8 @@ struct Inner {
     api_keys: Vec<[u8; 32]>,
     sign_limiter: DefaultKeyedRateLimiter<IpAddr>,
     api_limiter: DefaultKeyedRateLimiter<usize>,
-    trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` is believed (`client_addr`).
+    trusted_proxies: TrustedProxies,
     confirm_expiry_ms: i64,
 }
 
@@ -120,7 +122,7 @@ impl AppState {
                 .collect(),
             sign_limiter: governor::RateLimiter::keyed(per_minute),
             api_limiter: governor::RateLimiter::keyed(per_second),
-            trust_forwarded_for: http.trust_forwarded_for,
+            trusted_proxies: http.trusted_proxies.clone(),
             confirm_expiry_ms: i64::from(http.confirm_expiry_days) * 86_400_000,
         })))
     }
@@ -135,21 +137,14 @@ impl AppState {
         &self.0.registry
     }
 
-    /// The client's address for rate limits: the peer, or with `trust_forwarded_for` the first
-    /// address of `X-Forwarded-For`. Requests without either (tests) share one bucket.
+    /// The client's address for rate limits: the peer, or behind a trusted proxy the address
+    /// `X-Forwarded-For` shows that proxy got the request from (`client_addr`). Requests without
+    /// a peer (router tests) count as coming from 0.0.0.0.
     fn client_ip(&self, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
-        if self.0.trust_forwarded_for {
-            let forwarded = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(ip) = forwarded {
-                return ip;
-            }
-        }
-        peer.map(|c| c.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        let peer = peer
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        client_addr::client_address(peer, headers, &self.0.trusted_proxies)
     }
 
     /// Takes one signing from `ip`'s budget; `Err(seconds)` to wait when it is spent.
