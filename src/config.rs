@@ -3,11 +3,18 @@
 //! make a bad value fail at start-up with the key's name, never half-way through a batch; checks
 //! that need another module's knowledge (the SMTP URL, the CA file) live in that module.
 //!
-//! Depends on `pacing` (for its limits' checks) only.
+//! Secrets (`smtp.password`, `http.api_keys`, `http.secret`) are read only from the environment
+//! and held as `SecretString`, whose `Debug` prints `[REDACTED]`: printing the settings, or
+//! anything holding them, never shows one. Code exposes a secret only where it is used.
+//! `redact_url` is the one place a URL is made fit to show (its password becomes `***`).
+//!
+//! Depends on `domain` (the address policy) and `pacing` (for its limits' checks) only.
 
 use crate::domain::AddressPolicy;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +42,81 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
+impl DatabaseSettings {
+    /// `url` fit to show in output and logs: its password, if any, is `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// What stands in for a password in a URL that is shown.
+const REDACTED: &str = "***";
+
+/// `url` fit to show in output, logs and errors: a password in it (`user:PASSWORD@host`, or a
+/// `password` query parameter) becomes `***`; the user, host, port, path and other parameters
+/// stay, and a URL with no password is returned as written. A URL that does not parse, or has
+/// an `@` but no host, keeps only its scheme and what follows its last `@`, up to any query,
+/// which becomes `?***`: where its password would end cannot be known.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redact_unparsed(url);
+    };
+    if !parsed.has_host() && url.contains('@') {
+        // `scheme:user:password@host` parses as a path; a password may still be in it.
+        return redact_unparsed(url);
+    }
+    let mut changed = false;
+    if parsed.password().is_some() {
+        if parsed.set_password(Some(REDACTED)).is_err() {
+            return redact_unparsed(url);
+        }
+        changed = true;
+    }
+    if parsed
+        .query_pairs()
+        .any(|(name, _)| is_password_parameter(&name))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_password_parameter(&name) {
+                    REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        parsed.to_string()
+    } else {
+        url.to_owned()
+    }
+}
+
+/// `password`, `sslpassword` and the like, as libpq-style URLs may carry them.
+fn is_password_parameter(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("password")
+}
+
+fn redact_unparsed(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, format!("?{REDACTED}")),
+        None => (rest, String::new()),
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}{REDACTED}{}{query}", &rest[at..]),
+        None => format!("{scheme}{rest}{query}"),
+    }
+}
+
 /// `[letters]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,8 +141,9 @@ pub struct SmtpSettings {
     pub starttls: StartTls,
     #[serde(default)]
     pub username: Option<String>,
+    /// From `MISSIVE_SMTP__PASSWORD` only.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub hello_name: String,
     pub connect_timeout_seconds: u64,
     pub send_timeout_seconds: u64,
@@ -145,26 +228,28 @@ pub struct HttpSettings {
     pub sign_burst: u32,
     pub api_per_second: u32,
     pub api_burst: u32,
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     pub confirm_expiry_days: u32,
     /// Comma-separated API keys; from `MISSIVE_HTTP__API_KEYS` only.
     #[serde(default)]
-    pub api_keys: Option<String>,
+    pub api_keys: Option<SecretString>,
     /// The key signing confirmation links and form tokens; from `MISSIVE_HTTP__SECRET` only.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
 }
 
 impl HttpSettings {
-    /// The API keys, trimmed, empty entries dropped.
-    pub fn api_key_list(&self) -> Vec<String> {
+    /// The API keys, trimmed, empty entries dropped, each still secret.
+    pub fn api_key_list(&self) -> Vec<SecretString> {
         self.api_keys
-            .as_deref()
+            .as_ref()
+            .map(|keys| keys.expose_secret())
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .map(str::to_owned)
+            .map(SecretString::from)
             .collect()
     }
 
@@ -182,6 +267,105 @@ impl HttpSettings {
     }
 }
 
+/// `http.trusted_proxies`: the reverse proxies in front of Missive, as IP addresses and CIDR
+/// ranges. Only a request whose TCP peer is one of them has its `X-Forwarded-For` read (by
+/// `intake::web`). In a file it is an array of strings; in `MISSIVE_HTTP__TRUSTED_PROXIES`, one
+/// string with the entries separated by commas. Parsed at load, so a bad entry stops start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses entries such as `127.0.0.1`, `::1` or `10.0.0.0/8`, skipping blank ones; the
+    /// error names the first entry that is not an address or a range.
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for entry in entries.into_iter().map(str::trim).filter(|e| !e.is_empty()) {
+            nets.push(parse_proxy(entry)?);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, as a
+    /// socket bound to `[::]` sees IPv4 peers) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn parse_proxy(entry: &str) -> Result<ipnet::IpNet, String> {
+    let not_one = || {
+        format!(
+            "entry `{}` is not an IP address or a CIDR range (hint: write addresses \
+             such as 127.0.0.1 or ::1 and ranges such as 10.0.0.0/8 or fd00::/8)",
+            entry.escape_debug()
+        )
+    };
+    if entry.contains('/') {
+        let net: ipnet::IpNet = entry.parse().map_err(|_| not_one())?;
+        if net != net.trunc() {
+            return Err(format!(
+                "entry `{entry}` has bits set past its prefix length (hint: write {})",
+                net.trunc()
+            ));
+        }
+        Ok(net)
+    } else {
+        let ip: IpAddr = entry.parse().map_err(|_| not_one())?;
+        Ok(ipnet::IpNet::from(ip.to_canonical()))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A TOML array of strings, or one comma-separated string (from the environment).
+        struct Entries;
+
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Vec<String>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of IP addresses and CIDR ranges, or one string of them separated by commas")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+                Ok(v.split(',').map(str::to_owned).collect())
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<String>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = seq.next_element::<String>()? {
+                    entries.push(entry);
+                }
+                Ok(entries)
+            }
+        }
+
+        let entries = d.deserialize_any(Entries)?;
+        // The `config` crate adds "for key `http.trusted_proxies`" (checked by the tests).
+        TrustedProxies::parse(entries.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Keys Missive no longer reads, each with what replaced it. Setting one is an error, so an
+/// old configuration is never half-applied without a word.
+const REPLACED: [(&str, &str, &str); 1] = [(
+    "http",
+    "trust_forwarded_for",
+    "was replaced by `http.trusted_proxies`: the addresses and ranges of the reverse proxies \
+     whose X-Forwarded-For is believed (hint: remove it and write, under [http], \
+     trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"], or set \
+     MISSIVE_HTTP__TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8; empty, the default, trusts no proxy)",
+)];
+
 /// A setting that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -194,6 +378,13 @@ pub enum ConfigError {
     Parse(String),
     #[error("`{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A key Missive no longer reads, set in `place` (a file or an environment variable).
+    #[error("`{key}` is set in {place}, but {replaced}")]
+    Replaced {
+        key: String,
+        place: String,
+        replaced: &'static str,
+    },
 }
 
 impl Settings {
@@ -221,6 +412,19 @@ impl Settings {
                 ("http", "api_keys", "http.api_keys"),
                 ("http", "secret", "http.secret"),
             ];
+            for (section, old, replaced) in REPLACED {
+                let set = table
+                    .get(section)
+                    .and_then(|v| v.as_table())
+                    .is_some_and(|t| t.contains_key(old));
+                if set {
+                    return Err(ConfigError::Replaced {
+                        key: format!("{section}.{old}"),
+                        place: path.display().to_string(),
+                        replaced,
+                    });
+                }
+            }
             for (section, secret, key) in SECRETS {
                 let set = table
                     .get(section)
@@ -253,6 +457,20 @@ impl Settings {
                 ))
             })
             .collect();
+        for (section, old, replaced) in REPLACED {
+            let key = format!("{section}.{old}");
+            if vars.contains_key(&key) {
+                return Err(ConfigError::Replaced {
+                    place: format!(
+                        "the environment (MISSIVE_{}__{})",
+                        section.to_uppercase(),
+                        old.to_uppercase()
+                    ),
+                    key,
+                    replaced,
+                });
+            }
+        }
         for (key, value) in vars {
             builder = builder
                 .set_override(key.clone(), value)
@@ -401,13 +619,19 @@ impl Settings {
                 "must be between 1 and 90".into(),
             );
         }
-        if h.api_key_list().iter().any(|k| k.chars().count() < 24) {
+        if h.api_key_list()
+            .iter()
+            .any(|k| k.expose_secret().chars().count() < 24)
+        {
             return bad(
                 "http.api_keys",
                 "(MISSIVE_HTTP__API_KEYS) holds a key shorter than 24 characters".into(),
             );
         }
-        if h.secret.as_deref().is_some_and(|s| s.chars().count() < 32) {
+        if h.secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().chars().count() < 32)
+        {
             return bad(
                 "http.secret",
                 "(MISSIVE_HTTP__SECRET) must be at least 32 characters".into(),
@@ -463,7 +687,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.sending.rate_per_second, 3.5);
         assert_eq!(s.smtp.connections, 7);
-        assert_eq!(s.smtp.password.as_deref(), Some("hunter2"));
+        assert_eq!(
+            s.smtp.password.as_ref().map(|p| p.expose_secret()),
+            Some("hunter2")
+        );
     }
 
     #[test]
@@ -520,7 +747,13 @@ mod tests {
             env(&[("MISSIVE_HTTP__API_KEYS", &format!(" {key} ,,{key}2"))]),
         )
         .unwrap();
-        assert_eq!(s.http.api_key_list(), vec![key.clone(), format!("{key}2")]);
+        let keys: Vec<String> = s
+            .http
+            .api_key_list()
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert_eq!(keys, vec![key.clone(), format!("{key}2")]);
     }
 
     #[test]
@@ -545,6 +778,241 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn printing_the_settings_shows_no_secret() {
+        let password = "smtp-password-hunter2";
+        let key_a = "api-key-aaaaaaaaaaaaaaaaaaaaaaaa";
+        let key_b = "api-key-bbbbbbbbbbbbbbbbbbbbbbbb";
+        let secret = "form-secret-0123456789abcdefghijklmnop";
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MISSIVE_SMTP__USERNAME", "letters@example.org"),
+                ("MISSIVE_SMTP__PASSWORD", password),
+                ("MISSIVE_HTTP__API_KEYS", &format!("{key_a},{key_b}")),
+                ("MISSIVE_HTTP__SECRET", secret),
+            ]),
+        )
+        .unwrap();
+
+        let printed = [format!("{s:?}"), format!("{s:#?}"), format!("{:?}", s.http)];
+
+        for text in printed {
+            for value in [password, key_a, key_b, secret, "api-key-", "hunter2"] {
+                assert!(!text.contains(value), "{value} printed in {text}");
+            }
+            assert!(text.contains("REDACTED"), "{text}");
+        }
+        assert_eq!(s.http.secret.as_ref().unwrap().expose_secret(), secret);
+    }
+
+    #[test]
+    fn refusing_a_short_key_or_secret_does_not_repeat_it() {
+        for (var, value) in [
+            ("MISSIVE_HTTP__API_KEYS", "short-key-hunter2"),
+            (
+                "MISSIVE_HTTP__API_KEYS",
+                "a-long-enough-key-0123456789,short-hunter2",
+            ),
+            ("MISSIVE_HTTP__SECRET", "short-secret-hunter2"),
+        ] {
+            let err = Settings::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_database_password_is_replaced_and_the_rest_of_the_url_kept() {
+        for (url, shown) in [
+            (
+                "postgres://missive:hunter2@db.example.org/missive",
+                "postgres://missive:***@db.example.org/missive",
+            ),
+            (
+                "postgresql://missive:hunter2@db.example.org:6432/missive?sslmode=require",
+                "postgresql://missive:***@db.example.org:6432/missive?sslmode=require",
+            ),
+            (
+                "postgres://missive:p%40ss%3Aword@[2001:db8::5]:5432/missive",
+                "postgres://missive:***@[2001:db8::5]:5432/missive",
+            ),
+            (
+                "postgres://db.example.org/missive?user=missive&password=hunter2",
+                "postgres://db.example.org/missive?user=missive&password=***",
+            ),
+            (
+                "postgres://:hunter2@db.example.org/missive",
+                "postgres://:***@db.example.org/missive",
+            ),
+            // Nothing secret: shown exactly as written.
+            ("sqlite://missive.db", "sqlite://missive.db"),
+            (
+                "sqlite:///var/lib/missive/missive.db?mode=rwc",
+                "sqlite:///var/lib/missive/missive.db?mode=rwc",
+            ),
+            (
+                "postgres://missive@db.example.org/missive",
+                "postgres://missive@db.example.org/missive",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_or_has_no_host_loses_everything_before_its_last_at() {
+        for (url, shown) in [
+            // A port out of range: not a URL.
+            (
+                "postgres://missive:hun@ter2@db.example.org:99999/missive",
+                "postgres://***@db.example.org:99999/missive",
+            ),
+            (
+                "postgres://missive:hunter2@db.example.org:99999/missive?password=hunter2",
+                "postgres://***@db.example.org:99999/missive?***",
+            ),
+            ("not a url", "not a url"),
+            // These parse, as a scheme and a path.
+            ("missive:hunter2@db.example.org", "***@db.example.org"),
+            ("postgres:missive:hunter2@db/missive", "***@db/missive"),
+        ] {
+            assert!(
+                url::Url::parse(url).map_or(true, |u| !u.has_host()),
+                "{url} parses with a host"
+            );
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_database_settings_show_their_url_redacted() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "MISSIVE_DATABASE__URL",
+                "postgres://missive:hunter2@db.example.org/missive",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.database.redacted_url(),
+            "postgres://missive:***@db.example.org/missive"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_toml_array_or_a_comma_separated_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+
+        let from_file = Settings::load(Some(&path), env(&[])).unwrap();
+        let from_env = Settings::load(
+            None,
+            env(&[(
+                "MISSIVE_HTTP__TRUSTED_PROXIES",
+                " 127.0.0.1 , 10.0.0.0/8,::1,",
+            )]),
+        )
+        .unwrap();
+        let env_over_file = Settings::load(
+            Some(&path),
+            env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", "192.0.2.0/24")]),
+        )
+        .unwrap();
+        let emptied =
+            Settings::load(Some(&path), env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", "")])).unwrap();
+        let default = Settings::load(None, env(&[])).unwrap();
+
+        let expected = TrustedProxies::parse(["127.0.0.1", "10.0.0.0/8", "::1"]).unwrap();
+        assert_eq!(from_file.http.trusted_proxies, expected);
+        assert_eq!(from_env.http.trusted_proxies, expected);
+        let p = &from_file.http.trusted_proxies;
+        for (ip, trusted) in [
+            ("127.0.0.1", true),
+            ("10.200.3.4", true),
+            ("::1", true),
+            ("::ffff:10.0.0.1", true),
+            ("127.0.0.2", false),
+            ("11.0.0.1", false),
+            ("::2", false),
+        ] {
+            assert_eq!(p.contains(ip.parse().unwrap()), trusted, "{ip}");
+        }
+        assert_eq!(
+            env_over_file.http.trusted_proxies,
+            TrustedProxies::parse(["192.0.2.0/24"]).unwrap()
+        );
+        assert!(emptied.http.trusted_proxies.is_empty());
+        assert!(default.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_names_the_key_and_the_entry() {
+        for (value, entry, words) in [
+            ("10.0.0.1,localhost", "localhost", "not an IP address"),
+            ("10.0.0.0/33", "10.0.0.0/33", "not an IP address"),
+            ("fd00::/129", "fd00::/129", "not an IP address"),
+            ("10.0.0.1/8", "10.0.0.1/8", "write 10.0.0.0/8"),
+        ] {
+            let err = Settings::load(None, env(&[("MISSIVE_HTTP__TRUSTED_PROXIES", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("http.trusted_proxies") && err.contains(entry) && err.contains(words),
+                "{value}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.300\"]\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.trusted_proxies") && err.contains("10.0.0.300"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_replaced_trust_forwarded_for_is_refused_saying_how_to_write_trusted_proxies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\ntrust_forwarded_for = true\n").unwrap();
+
+        let in_file = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        let in_env = Settings::load(None, env(&[("MISSIVE_HTTP__TRUST_FORWARDED_FOR", "false")]))
+            .unwrap_err()
+            .to_string();
+
+        for (err, place) in [
+            (&in_file, "c.toml"),
+            (&in_env, "MISSIVE_HTTP__TRUST_FORWARDED_FOR"),
+        ] {
+            assert!(
+                err.contains("http.trust_forwarded_for")
+                    && err.contains(place)
+                    && err.contains("replaced by `http.trusted_proxies`")
+                    && err.contains("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]")
+                    && err.contains("MISSIVE_HTTP__TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8"),
+                "{err}"
+            );
         }
     }
 

@@ -41,6 +41,6 @@ pub(super) async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         );
     }
     eprintln!("letters go to: {}", transport.describe());
-    eprintln!("database: {}", settings.database.url);
+    eprintln!("database: {}", settings.database.redacted_url());
     Ok(Outcome::Ok)
 }

@@ -373,6 +373,25 @@ mod tests {
     }
 
     #[test]
+    fn an_smtp_url_holding_a_password_is_refused_without_showing_it() {
+        for (url, shown) in [
+            (
+                "smtp://letters:hunter2@mail.example.org:587",
+                "smtp://letters:***@mail.example.org:587",
+            ),
+            (
+                "smtp://letters:hunter2@mail.example.org:99999",
+                "smtp://***@mail.example.org:99999",
+            ),
+        ] {
+            let settings = Settings::load(None, env(&[("MISSIVE_SMTP__URL", url)])).unwrap();
+            let err = Transport::from_settings(&settings).unwrap_err().to_string();
+            assert!(err.contains("smtp.url") && err.contains(shown), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
     fn replies_are_classified_by_code() {
         let d = Delivery::from_reply(Stage::Rcpt, 550, "5.1.1 User unknown");
         assert_eq!(d.verdict, Verdict::Permanent);

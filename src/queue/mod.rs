@@ -10,7 +10,8 @@
 //! - no transaction is ever held open across an SMTP conversation: claims and results are
 //!   separate, short transactions.
 //!
-//! Depends on `domain` only.
+//! Depends on `domain`, and on `config::redact_url` so that no error shows a database
+//! password.
 
 mod sqlite;
 mod web_intake;
@@ -35,13 +36,14 @@ pub fn now_millis() -> Millis {
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("cannot open the database at {url}: {source} (hint: check database.url / MISSIVE_DATABASE__URL)")]
+    /// `url` as given; shown with its password replaced (`config::redact_url`).
+    #[error("cannot open the database at {}: {source} (hint: check database.url / MISSIVE_DATABASE__URL)", crate::config::redact_url(.url))]
     Connect { url: String, source: sqlx::Error },
     #[error("cannot prepare the database tables: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the database url `{0}` is not supported yet (hint: use sqlite://FILE)")]
+    #[error("the database url `{}` is not supported yet (hint: use sqlite://FILE)", crate::config::redact_url(.0))]
     Unsupported(String),
 }
 

@@ -16,6 +16,7 @@ mod faults;
 mod pacing;
 mod real_smtp;
 mod relay_faults;
+mod secrets;
 mod signing;
 mod smtp_client;
 mod templates;

@@ -454,6 +454,96 @@ async fn signing_too_often_from_one_address_is_429() {
     assert_eq!(app.email_count().await, 8);
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_new_spoofed_forwarded_for_each_time_does_not_escape_the_limit() {
+    let app = spawn(env(&[
+        ("MISSIVE_HTTP__SIGN_PER_MINUTE", "1"),
+        ("MISSIVE_HTTP__SIGN_BURST", "2"),
+        ("MISSIVE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+    ]))
+    .await;
+    let session = app.form_session().await;
+    let proxy = "10.0.0.2:40000";
+
+    // The client 203.0.113.7 writes a new first entry each time, on the proxy's line or on a
+    // line of its own; the proxy appends the address it got the request from.
+    let mut statuses = Vec::new();
+    for n in 1..=4 {
+        let email = format!("s{n}@example.net");
+        let spoof = format!("198.51.100.{n}");
+        let appended = format!("{spoof}, 203.0.113.7");
+        let headers: Vec<(&str, &str)> = if n % 2 == 0 {
+            vec![("x-forwarded-for", &appended)]
+        } else {
+            vec![
+                ("x-forwarded-for", &spoof),
+                ("x-forwarded-for", "203.0.113.7"),
+            ]
+        };
+        let r = app
+            .sign_form_from(&session, &[("email", &email)], proxy, &headers)
+            .await;
+        statuses.push(r.status);
+    }
+    let neighbour = app
+        .sign_form_from(
+            &session,
+            &[("email", "neighbour@example.net")],
+            proxy,
+            &[("x-forwarded-for", "198.51.100.1, 203.0.113.8")],
+        )
+        .await;
+
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(
+        neighbour.status,
+        StatusCode::SEE_OTHER,
+        "another client behind the same proxy has a budget of its own"
+    );
+}
+
+#[tokio::test]
+async fn by_default_no_proxy_is_trusted_and_x_forwarded_for_is_ignored() {
+    let app = spawn(env(&[
+        ("MISSIVE_HTTP__SIGN_PER_MINUTE", "1"),
+        ("MISSIVE_HTTP__SIGN_BURST", "2"),
+    ]))
+    .await;
+    let session = app.form_session().await;
+
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        let email = format!("s{n}@example.net");
+        let forwarded = format!("203.0.113.{n}");
+        let r = app
+            .sign_form_from(
+                &session,
+                &[("email", &email)],
+                "127.0.0.1:40000",
+                &[("x-forwarded-for", &forwarded)],
+            )
+            .await;
+        statuses.push(r.status);
+    }
+
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
 // ---- double opt-in ----------------------------------------------------------------------
 
 #[tokio::test]

@@ -261,6 +261,28 @@ impl TestApp {
         .await
     }
 
+    /// Signs through the form as a real server would see it from `peer` (the TCP peer, e.g.
+    /// a reverse proxy's `10.0.0.2:40000`), with extra `headers` such as `X-Forwarded-For`
+    /// (a name may repeat: each is a header line of its own).
+    pub(crate) async fn sign_form_from(
+        &self,
+        session: &FormSession,
+        fields: &[(&str, &str)],
+        peer: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        let mut b = Request::post(format!("/c/{SLUG}/sign"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &session.cookie)
+            .extension(axum::extract::ConnectInfo(peer));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.request(b.body(Body::from(form_body(session, fields))).unwrap())
+            .await
+    }
+
     /// Posts JSON to the API with the test key (or `auth` as the Authorization header).
     pub(crate) async fn post_api(
         &self,

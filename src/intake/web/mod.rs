@@ -12,6 +12,7 @@
 //! (`intake::prepare`) as the CLI.
 
 mod api;
+mod client_addr;
 mod commit;
 mod form;
 mod i18n;
@@ -19,7 +20,7 @@ mod pages;
 mod signing;
 mod tokens;
 
-use crate::config::Settings;
+use crate::config::{Settings, TrustedProxies};
 use crate::domain::AddressPolicy;
 use crate::letters::Registry;
 use crate::queue::{now_millis, Queue};
@@ -30,6 +31,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota};
+use secrecy::ExposeSecret as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -60,11 +62,13 @@ struct Inner {
     secure_cookies: bool,
     /// The `frame-ancestors` sources for the embeddable form.
     embed_ancestors: String,
-    /// SHA-256 of each API key.
+    /// SHA-256 of each API key: the keys themselves are not kept, and a presented key is
+    /// hashed and compared with every one in constant time (`api::authenticate`).
     api_keys: Vec<[u8; 32]>,
     sign_limiter: DefaultKeyedRateLimiter<IpAddr>,
     api_limiter: DefaultKeyedRateLimiter<usize>,
-    trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` is believed (`client_addr`).
+    trusted_proxies: TrustedProxies,
     confirm_expiry_ms: i64,
     /// Which signers' addresses are taken (`smtp.smtputf8`).
     addresses: AddressPolicy,
@@ -84,14 +88,14 @@ impl AppState {
     /// links will not survive a restart.
     pub fn new(settings: &Settings, registry: Registry, queue: Queue) -> anyhow::Result<AppState> {
         let http = &settings.http;
-        let secret = match &http.secret {
-            Some(s) => s.as_bytes().to_vec(),
+        let keys = match &http.secret {
+            Some(s) => tokens::Keys::new(s),
             None => {
                 tracing::warn!(
                     "MISSIVE_HTTP__SECRET is not set: using a random secret, so confirmation \
                      links and open forms stop working when Missive restarts"
                 );
-                (0..32).map(|_| rand::random::<u8>()).collect()
+                tokens::Keys::random()
             }
         };
         let base = url::Url::parse(&http.base_url).context("http.base_url")?;
@@ -105,7 +109,7 @@ impl AppState {
             registry,
             commit: commit::GroupCommit::start(queue.clone()),
             queue,
-            keys: tokens::Keys::new(&secret),
+            keys,
             pages: pages::Pages::new().context("compiling the page templates")?,
             base_url: http.base_url.trim_end_matches('/').to_owned(),
             origin,
@@ -118,11 +122,11 @@ impl AppState {
             api_keys: http
                 .api_key_list()
                 .iter()
-                .map(|k| sha2_bytes(k.as_bytes()))
+                .map(|k| sha2_bytes(k.expose_secret().as_bytes()))
                 .collect(),
             sign_limiter: governor::RateLimiter::keyed(per_minute),
             api_limiter: governor::RateLimiter::keyed(per_second),
-            trust_forwarded_for: http.trust_forwarded_for,
+            trusted_proxies: http.trusted_proxies.clone(),
             confirm_expiry_ms: i64::from(http.confirm_expiry_days) * 86_400_000,
             addresses: settings.smtp.address_policy(),
         })))
@@ -138,21 +142,14 @@ impl AppState {
         &self.0.registry
     }
 
-    /// The client's address for rate limits: the peer, or with `trust_forwarded_for` the first
-    /// address of `X-Forwarded-For`. Requests without either (tests) share one bucket.
+    /// The client's address for rate limits: the peer, or behind a trusted proxy the address
+    /// `X-Forwarded-For` shows that proxy got the request from (`client_addr`). Requests without
+    /// a peer (router tests) count as coming from 0.0.0.0.
     fn client_ip(&self, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
-        if self.0.trust_forwarded_for {
-            let forwarded = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(ip) = forwarded {
-                return ip;
-            }
-        }
-        peer.map(|c| c.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        let peer = peer
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        client_addr::client_address(peer, headers, &self.0.trusted_proxies)
     }
 
     /// Takes one signing from `ip`'s budget; `Err(seconds)` to wait when it is spent.

@@ -1,11 +1,13 @@
 //! Signed tokens: the link in a confirmation email and the anti-forgery token in each form.
 //! Both are HMAC-SHA256 over their payload with the server's secret (`MISSIVE_HTTP__SECRET`),
 //! carry their own expiry, and are compared in constant time. Only a hash of a confirmation
-//! token is stored, so the database alone cannot confirm anyone.
+//! token is stored, so the database alone cannot confirm anyone. The secret is held as a
+//! `secrecy` value and exposed only to key the HMAC.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -16,7 +18,7 @@ pub(crate) const FORM_TOKEN_SECONDS: i64 = 24 * 3600;
 /// The server's signing key.
 #[derive(Clone)]
 pub(crate) struct Keys {
-    secret: Vec<u8>,
+    secret: SecretSlice<u8>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -70,15 +72,24 @@ pub(crate) fn random_b64(bytes: usize) -> String {
 }
 
 impl Keys {
-    /// Keys from the configured secret.
-    pub(crate) fn new(secret: &[u8]) -> Keys {
+    /// Keys from the configured secret (`MISSIVE_HTTP__SECRET`).
+    pub(crate) fn new(secret: &SecretString) -> Keys {
         Keys {
-            secret: secret.to_vec(),
+            secret: secret.expose_secret().as_bytes().to_vec().into(),
+        }
+    }
+
+    /// Keys from 32 random bytes, for a server started without a secret.
+    pub(crate) fn random() -> Keys {
+        let bytes: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        Keys {
+            secret: bytes.into(),
         }
     }
 
     fn mac(&self, purpose: &str, payload: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key size");
+        let mut mac = HmacSha256::new_from_slice(self.secret.expose_secret())
+            .expect("HMAC takes any key size");
         mac.update(purpose.as_bytes());
         mac.update(b"\0");
         mac.update(payload);
@@ -177,16 +188,26 @@ impl Keys {
 mod tests {
     use super::*;
 
+    fn keys_for(secret: &str) -> Keys {
+        Keys::new(&SecretString::from(secret))
+    }
+
+    #[test]
+    fn printing_the_keys_shows_no_secret() {
+        let printed = format!("{:?}", keys_for("0123456789abcdef0123456789abcdef"));
+        assert!(!printed.contains("0123456789"), "{printed}");
+    }
+
     #[test]
     fn confirmation_tokens_expire_and_cannot_be_forged() {
-        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let keys = keys_for("0123456789abcdef0123456789abcdef");
         let token = keys.confirmation_token(1_000);
         assert_eq!(keys.check_confirmation_token(&token, 999), Ok(()));
         assert_eq!(
             keys.check_confirmation_token(&token, 1_000),
             Err(TokenError::Expired)
         );
-        let other = Keys::new(b"another secret, just as long as it");
+        let other = keys_for("another secret, just as long as it");
         assert_eq!(
             other.check_confirmation_token(&token, 999),
             Err(TokenError::Invalid)
@@ -198,7 +219,7 @@ mod tests {
 
     #[test]
     fn page_form_tokens_need_their_cookie_and_campaign() {
-        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let keys = keys_for("0123456789abcdef0123456789abcdef");
         let t = keys.form_token("a", FormMode::Page, "nonce1", 100);
         assert_eq!(
             keys.check_form_token(&t, "a", Some("nonce1"), 200),

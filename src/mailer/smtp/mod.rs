@@ -82,7 +82,9 @@ impl std::fmt::Debug for SmtpEndpoint {
 impl SmtpEndpoint {
     /// Parses `smtp://host[:port]` or `smtps://host[:port]`.
     pub fn parse(url: &str, starttls: StartTls) -> Result<(String, u16, TlsMode), MailerError> {
-        let bad = |why: &str| MailerError::Url(format!("smtp.url `{url}` {why}"));
+        // The URL is shown with any password it holds replaced.
+        let shown = crate::config::redact_url(url);
+        let bad = |why: &str| MailerError::Url(format!("smtp.url `{shown}` {why}"));
         let parsed = url::Url::parse(url.trim()).map_err(|e| {
             bad(&format!(
                 "is not a URL ({e}); write smtp://host:port or smtps://host:port"
@@ -182,10 +184,11 @@ fn is_hello_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The login for AUTH, from the environment. Never printed.
+/// The login for AUTH, from the environment. Never printed; the password is exposed only
+/// where the AUTH command is built (`session.rs`).
 struct Credentials {
     username: String,
-    password: String,
+    password: secrecy::SecretString,
 }
 
 /// One sending task's connection to the relay.

@@ -21,6 +21,7 @@ use lettre::transport::smtp::extension::{
     ClientId, Extension, MailBodyParameter, MailParameter, ServerInfo,
 };
 use lettre::transport::smtp::response::Response;
+use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
@@ -335,9 +336,10 @@ impl Connection {
                  credentials for a relay that needs none",
             ));
         };
+        // lettre's credentials are plain strings, dropped with this call.
         let login = authentication::Credentials::new(
             credentials.username.clone(),
-            credentials.password.clone(),
+            credentials.password.expose_secret().to_owned(),
         );
         let refused = |e: &lettre::transport::smtp::Error| {
             let fault = setup_fault(at, "the relay refused the credentials", e);
