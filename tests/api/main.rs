@@ -14,6 +14,7 @@ mod csv_import;
 mod delivery;
 mod faults;
 mod pacing;
+mod python_email;
 mod real_smtp;
 mod signing;
 mod smtp_client;
