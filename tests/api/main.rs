@@ -7,6 +7,7 @@ mod helpers;
 mod smtp_server;
 mod web_helpers;
 
+mod aiosmtpd;
 mod browser;
 mod cli;
 mod crash;
