@@ -7,6 +7,7 @@ mod helpers;
 mod smtp_server;
 mod web_helpers;
 
+mod aiosmtpd;
 mod browser;
 mod cli;
 mod crash;
@@ -14,6 +15,7 @@ mod csv_import;
 mod delivery;
 mod faults;
 mod pacing;
+mod python_email;
 mod real_smtp;
 mod relay_faults;
 mod secrets;

@@ -248,6 +248,8 @@ pub(crate) enum ServerTls {
 pub(crate) struct TestCa {
     dir: tempfile::TempDir,
     server_config: Arc<rustls::ServerConfig>,
+    /// The server certificate and its key, for servers outside this process.
+    server_pem: (String, String),
 }
 
 impl TestCa {
@@ -283,12 +285,23 @@ impl TestCa {
         TestCa {
             dir,
             server_config: Arc::new(config),
+            server_pem: (cert.pem(), key.serialize_pem()),
         }
     }
 
     /// The PEM file holding the CA certificate.
     pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// The server certificate (for 127.0.0.1 and localhost) and its private key as PEM files,
+    /// written beside the CA file when asked for: `(certificate, key)`.
+    pub(crate) fn server_pem_files(&self) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join("server.pem");
+        let key = self.dir.path().join("server-key.pem");
+        std::fs::write(&cert, &self.server_pem.0).expect("write the server certificate");
+        std::fs::write(&key, &self.server_pem.1).expect("write the server key");
+        (cert, key)
     }
 
     /// The folder the CA file is in.
