@@ -307,7 +307,7 @@ async fn signers_reach_aiosmtpd_over_starttls_and_auth_exactly_once_each() {
 }
 
 #[tokio::test]
-async fn a_wrong_password_sends_nothing_and_send_fails() {
+async fn a_wrong_password_sends_nothing_fails_no_letter_and_exits_2() {
     if !aiosmtpd_available() {
         return;
     }
@@ -318,13 +318,27 @@ async fn a_wrong_password_sends_nothing_and_send_fails() {
 
     let send = run(app.cli().args(["send", "--json"]));
 
-    // issue 18: once relay faults land, also assert exit 2, "refused the credentials", 0 attempts spent
-    assert_ne!(send.code, 0, "{}{}", send.stdout, send.stderr);
+    // The relay's refusal is the relay's: exit 2 with its words, no letter failed or charged.
+    assert_eq!(send.code, 2, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stderr
+            .contains("error: the relay refused the credentials: 535"),
+        "{}",
+        send.stderr
+    );
+    assert!(!send.stderr.contains("not the password"), "{}", send.stderr);
     assert!(server.arrived().is_empty(), "no message arrived");
     let letters = letters(&app).await;
     assert_eq!(letters.len(), SIGNERS * TARGETS);
     assert!(
-        letters.values().all(|(_, _, state)| state != "sent"),
-        "no letter is recorded sent"
+        letters.values().all(|(_, _, state)| state == "queued"),
+        "every letter is still queued"
     );
+    let (attempts, spent): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM attempts), (SELECT SUM(attempts) FROM letters)",
+    )
+    .fetch_one(&app.db().await)
+    .await
+    .unwrap();
+    assert_eq!((attempts, spent), (0, 0), "no attempt spent");
 }

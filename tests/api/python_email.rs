@@ -220,10 +220,6 @@ fn manifest_entry(file: &str, message_id: &str, l: &Letter) -> serde_json::Value
 }
 
 #[test]
-#[ignore = "issue 18: today's writer folds lines holding encoded-words within 78 octets, \
-            not RFC 2047's 76 (the 300-character subject gives 77), and writes an \
-            international domain in Reply-To as raw UTF-8; un-ignore once the lettre builder \
-            and A-label addresses land"]
 fn python_reads_back_exactly_what_every_letter_says() {
     if !python3_available("the Python email read-back test") {
         return;
