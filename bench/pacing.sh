@@ -6,6 +6,13 @@
 # window from the first one, and the largest deviation from RATE x 10 per window. Target: within
 # 1%. Fails (exit 1) unless every letter was sent.
 #
+# Then, after a stall: the same rate into bench/stall_sink.py, a relay that holds every reply
+# for 3 s once it has taken a second's letters, and records when each MAIL arrived. The rate and
+# burst are counted when a letter is handed over, so when the stall ends at most `burst` (1)
+# letters reach the relay at once and the rest keep their spacing; printed as the letters in
+# the first interval after the stall, the smallest gap between the next ones, and the letters
+# in the second after it.
+#
 # The campaign is a copy of the example with enough targets (each paced at most 1 letter/s,
 # `per_hour = 3600`) and a sending window open on every day and hour, so that only the global
 # rate holds letters back.
@@ -90,3 +97,41 @@ if [ "$sent" -ne "$LETTERS" ] || [ "$letters" -ne "$LETTERS" ]; then
   exit 1
 fi
 echo "ok: all $sent letters sent"
+
+# After a stall at the relay: the rate and burst hold at its side.
+STALL_S=3
+STALL_SIGNERS=$(((RATE * 3 + TARGETS - 1) / TARGETS))
+make_signers "$WORK/stall-signers.csv" "$STALL_SIGNERS"
+export MISSIVE_DATABASE__URL="sqlite://$WORK/stall.db"
+STALL_PORT=$(free_port)
+python3 "$ROOT/bench/stall_sink.py" "$STALL_PORT" "$WORK/stall-times" "$RATE" "$STALL_S" \
+  >"$WORK/stall-sink.out" 2>&1 &
+track $!
+wait_port "$STALL_PORT"
+export MISSIVE_SMTP__URL="smtp://127.0.0.1:$STALL_PORT"
+echo "after a stall: $((STALL_SIGNERS * TARGETS)) letters at $RATE letters/s (burst 1, 4 connections); the relay holds its replies for $STALL_S s after $RATE letters"
+"$BIN" import bench "$WORK/stall-signers.csv" >/dev/null 2>"$WORK/import.err" ||
+  { cat "$WORK/import.err" >&2; die "the import failed"; }
+"$BIN" send --json >"$WORK/stall-send.out" 2>"$WORK/stall-send.err" ||
+  { cat "$WORK/stall-send.err" >&2; die "the send after a stall failed"; }
+python3 - "$WORK/stall-times" "$RATE" "$STALL_S" "$JSON" <<'PY'
+import json, sys
+path, rate, stall, as_json = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+times = [int(line) for line in open(path) if line.strip()]
+interval = 1000 / rate
+gaps = [b - a for a, b in zip(times, times[1:])]
+if not gaps or max(gaps) < stall * 1000 * 0.8:
+    sys.exit(f"error: no stall of {stall} s found among {len(times)} letters")
+resume = gaps.index(max(gaps)) + 1
+after = times[resume:]
+burst = sum(1 for t in after if t - after[0] < interval)
+nxt = after[: 1 + 8]
+min_gap = min(b - a for a, b in zip(nxt, nxt[1:])) if len(nxt) > 1 else 0
+second = sum(1 for t in after if t - after[0] < 1000)
+print(f"  letters reaching the relay within {interval:g} ms of the stall's end: {burst} (burst 1)")
+print(f"  smallest gap between the next {len(nxt) - 1}: {min_gap} ms (one every {interval:g} ms expected)")
+print(f"  letters in the second after the stall: {second} (rate {rate:g})")
+if as_json:
+    print(json.dumps(dict(bench="pacing_after_stall", rate=rate, stall_s=stall,
+                          burst_after_stall=burst, min_gap_ms=min_gap, letters_in_next_second=second)))
+PY

@@ -171,7 +171,7 @@ fn check_message_id(id: &str) -> Result<(), MailerError> {
 /// alone, which RFC 5322 does not allow in a message, is a line break too), and no NUL (which
 /// no transfer encoding may carry as it is, and lettre would write as it is in 7bit).
 fn line_breaks(body: &str) -> String {
-    if body.contains(['\r', '\0']) {
+    if memchr::memchr2(b'\r', 0, body.as_bytes()).is_some() {
         body.replace("\r\n", "\n")
             .replace('\r', "\n")
             .replace('\0', "")

@@ -318,18 +318,23 @@ impl Inner {
 
     /// Counts the line lengths of bytes handed up; an error once a line is too long.
     fn check_lines(&mut self, new: &[u8]) -> io::Result<()> {
-        for &b in new {
-            if b == b'\n' {
-                self.line = 0;
-            } else {
-                self.line += 1;
-                if self.line >= MAX_LINE {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the relay sent a reply line longer than {MAX_LINE} bytes"),
-                    ));
-                }
+        let too_long = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the relay sent a reply line longer than {MAX_LINE} bytes"),
+            )
+        };
+        let mut rest = new;
+        while let Some(lf) = memchr::memchr(b'\n', rest) {
+            if self.line + lf >= MAX_LINE {
+                return Err(too_long());
             }
+            self.line = 0;
+            rest = &rest[lf + 1..];
+        }
+        self.line += rest.len();
+        if self.line >= MAX_LINE {
+            return Err(too_long());
         }
         Ok(())
     }
