@@ -6,7 +6,7 @@
 # window from the first one, and the largest deviation from RATE x 10 per window. Target: within
 # 1%. Fails (exit 1) unless every letter was sent.
 #
-# Then, after a stall: the same rate into bench/stall_sink.py, a relay that holds every reply
+# Then, after a stall: the same rate into bench/slow_sink.py, a relay that holds every reply
 # for 3 s once it has taken a second's letters, and records when each MAIL arrived. The rate and
 # burst are counted when a letter is handed over, so when the stall ends at most `burst` (1)
 # letters reach the relay at once and the rest keep their spacing; printed as the letters in
@@ -104,7 +104,7 @@ STALL_SIGNERS=$(((RATE * 3 + TARGETS - 1) / TARGETS))
 make_signers "$WORK/stall-signers.csv" "$STALL_SIGNERS"
 export MISSIVE_DATABASE__URL="sqlite://$WORK/stall.db"
 STALL_PORT=$(free_port)
-python3 "$ROOT/bench/stall_sink.py" "$STALL_PORT" "$WORK/stall-times" "$RATE" "$STALL_S" \
+python3 "$ROOT/bench/slow_sink.py" "$STALL_PORT" "$WORK/stall-times" "$RATE" "$STALL_S" \
   >"$WORK/stall-sink.out" 2>&1 &
 track $!
 wait_port "$STALL_PORT"

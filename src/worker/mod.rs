@@ -385,7 +385,7 @@ impl Dispatcher {
                 }
                 match self.transport.probe().await {
                     Ok(()) => self.relay.usable_again().await,
-                    Err(fault) => self.relay.mark_down(fault).await,
+                    Err(fault) => self.relay.mark_down(fault, true).await,
                 }
                 continue;
             }

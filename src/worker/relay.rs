@@ -135,25 +135,30 @@ impl RelayHealth {
                 return Judgement::BackOff(BACKOFF_FIRST);
             }
         }
-        self.mark_down(fault).await;
+        self.mark_down(fault, false).await;
         Judgement::Unusable
     }
 
     /// The relay is unusable because of `fault`: logged and recorded when that is news (it
-    /// was usable, or failed differently); the next try waits longer each time.
-    pub(super) async fn mark_down(&self, fault: RelayFault) {
+    /// was usable, or failed differently). The next try is a second away the first time; a
+    /// sending task finding it unusable again keeps that time, a failed try doubles the wait.
+    pub(super) async fn mark_down(&self, fault: RelayFault, after_try: bool) {
         let now = now_millis();
         let (record, news) = {
             let mut down = self.lock_down();
             let (since, delay, news) = match down.as_ref() {
                 None => (now, RETRY_FIRST, true),
-                Some(d) => (
+                Some(d) if after_try => (
                     d.since,
                     (d.delay * 2).min(RETRY_MAX),
                     d.fault.reply != fault.reply,
                 ),
+                Some(d) => (d.since, d.delay, d.fault.reply != fault.reply),
             };
-            let retry_at = now + delay.as_millis() as Millis;
+            let retry_at = match down.as_ref() {
+                Some(d) if !after_try => d.retry_at,
+                _ => now + delay.as_millis() as Millis,
+            };
             let record = self.record(false, since, Some(&fault), Some(retry_at), now);
             *down = Some(Down {
                 fault: fault.clone(),

@@ -601,3 +601,120 @@ async fn an_idn_reply_to_goes_out_as_ascii_to_a_relay_without_smtputf8() {
         );
     }
 }
+
+#[tokio::test]
+async fn send_to_a_closed_port_exits_2_saying_it_cannot_connect() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let env = relay_env(&url, "4");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = spawn_app_with_ana(&env).await;
+
+    let out = run(app.cli().arg("send"));
+
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: cannot connect to the relay 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: check smtp.url"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("4 letter(s) stay queued"),
+        "{}",
+        out.stderr
+    );
+    assert_untouched(&app).await;
+}
+
+#[tokio::test]
+async fn serve_logs_an_unusable_relay_once_however_often_it_tries_again() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let mut env = relay_env(&url, "2");
+    env.push(("MISSIVE_HTTP__BIND".into(), "127.0.0.1:0".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = spawn_app_with_ana(&env).await;
+    let log = app.path().join("serve.log");
+    let mut child = app
+        .cli()
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("missive serve starts");
+
+    // Wait until the worker has tried the relay again twice (each failed try moves the next).
+    let mut tries = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tries.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tries seen: {tries:?}"
+        );
+        let retry_at: Option<Option<i64>> = sqlx::query_scalar("SELECT retry_at FROM relay_health")
+            .fetch_optional(&app.db().await)
+            .await
+            .unwrap();
+        if let Some(Some(at)) = retry_at {
+            tries.insert(at);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches("the relay is unusable").count(),
+        1,
+        "one line for one change: {log}"
+    );
+    assert!(log.contains("cannot connect"), "{log}");
+    assert_untouched(&app).await;
+}
+
+#[tokio::test]
+async fn status_warns_when_deferred_letters_near_their_maximum_age() {
+    let app = spawn_app_with_ana(&[]).await;
+    // One letter deferred since 110 hours ago: within a day of the default 120.
+    let queued_at = missive::queue::now_millis() - 110 * 3_600_000;
+    sqlx::query(
+        "UPDATE letters SET state = 'deferred', attempts = 3, queued_at = ?1
+          WHERE id = (SELECT MIN(id) FROM letters)",
+    )
+    .bind(queued_at)
+    .execute(&app.db().await)
+    .await
+    .unwrap();
+
+    let out = run(app.cli().arg("status"));
+    let json = run(app.cli().args(["status", "--json"]));
+
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "warning: 1 deferred letter(s) are within a day of sending.max_age_hours (120 h)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["near_expiry"]["letters"], 1, "{report}");
+    assert_eq!(report["near_expiry"]["oldest_queued_at"], queued_at);
+    assert!(
+        report["by_state"]["queued"].is_number(),
+        "the report's own keys stay"
+    );
+}
