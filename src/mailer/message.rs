@@ -167,17 +167,27 @@ fn check_message_id(id: &str) -> Result<(), MailerError> {
     Ok(())
 }
 
-/// A body as a message may carry it: every line break as LF, which lettre writes as CRLF (a CR
-/// alone, which RFC 5322 does not allow in a message, is a line break too), and no NUL (which
-/// no transfer encoding may carry as it is, and lettre would write as it is in 7bit).
+/// A body as a message may carry it: every line break as CRLF (a CR alone, which RFC 5322 does
+/// not allow in a message, is a line break too), and no NUL (which no transfer encoding may
+/// carry as it is, and lettre would write as it is in 7bit). lettre makes bare LFs CRLF itself,
+/// but by inserting a CR before each one, moving the rest of the body every time: one pass
+/// here costs less.
 fn line_breaks(body: &str) -> String {
-    if memchr::memchr2(b'\r', 0, body.as_bytes()).is_some() {
-        body.replace("\r\n", "\n")
-            .replace('\r', "\n")
-            .replace('\0', "")
-    } else {
-        body.to_owned()
+    let bytes = body.as_bytes();
+    let mut out = String::with_capacity(body.len() + body.len() / 32 + 2);
+    let mut from = 0;
+    for at in memchr::memchr3_iter(b'\n', b'\r', 0, bytes) {
+        out.push_str(&body[from..at]);
+        match bytes[at] {
+            b'\n' => out.push_str("\r\n"),
+            b'\r' if bytes.get(at + 1) == Some(&b'\n') => {}
+            b'\r' => out.push_str("\r\n"),
+            _ => {}
+        }
+        from = at + 1;
     }
+    out.push_str(&body[from..]);
+    out
 }
 
 /// `s` with each run of white space (CR and LF included) made one space, and none at either
@@ -350,6 +360,18 @@ mod tests {
             parsed.headers.get_first_value("Subject").unwrap(),
             one_line(&l.subject)
         );
+    }
+
+    #[test]
+    fn every_line_break_becomes_crlf_and_nul_is_dropped() {
+        assert_eq!(
+            line_breaks("a\nb\r\nc\rd\r\r\ne\0f\n"),
+            "a\r\nb\r\nc\r\nd\r\n\r\nef\r\n"
+        );
+        assert_eq!(line_breaks("no breaks"), "no breaks");
+        assert_eq!(line_breaks(""), "");
+        assert_eq!(line_breaks("\r"), "\r\n");
+        assert_eq!(line_breaks("é\nñ"), "é\r\nñ");
     }
 
     #[test]
