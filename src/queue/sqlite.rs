@@ -193,7 +193,7 @@ async fn checkpoint_in_background(pool: SqlitePool) {
 impl SqliteQueue {
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
         let connect_err = |source| QueueError::Connect {
-            url: url.to_owned(),
+            url: crate::config::redact_url(url),
             source,
         };
         let options = SqliteConnectOptions::from_str(url)
