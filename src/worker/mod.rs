@@ -670,7 +670,12 @@ async fn send_letters(d: Dispatcher, mut sender: Sender, task: Task) {
             }
         };
         let delivery = match handover {
-            Handover::Attempted(delivery) => delivery,
+            Handover::Attempted(delivery) => {
+                if delivery.stage == crate::mailer::Stage::EndOfData && delivery.code.is_some() {
+                    d.relay.worked();
+                }
+                delivery
+            }
             Handover::Relay(fault) => {
                 // The relay closed the reused connection and a new one failed: the letter was
                 // not attempted, and goes back to the queue.

@@ -8,7 +8,8 @@
 //!   or EHLO, a TLS failure, a configuration the relay cannot satisfy) makes it unusable;
 //! - a relay that cannot be reached, or that turned one connection away (a 4xx at the
 //!   greeting, as relays that cap their sessions do), is unusable only when no connection to
-//!   it is open once the others being opened have got their answer; otherwise only that
+//!   it is open once the others being opened have got their answer, and none has worked for
+//!   `WORKED_RECENTLY` (the others may just have finished their letters); otherwise only that
 //!   connection backs off, with a growing delay, while the others go on.
 //!
 //! Each change (unusable, a different fault, usable again) is logged once and written to the
@@ -27,6 +28,9 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 /// `BACKOFF_MAX`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A relay that carried a letter or opened a connection this recently is not judged unusable
+/// for one connection turned away or refused.
+const WORKED_RECENTLY: Duration = Duration::from_secs(30);
 
 /// What a sending task does after a fault of the relay's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub(super) struct Down {
 pub(super) struct RelayHealth {
     counts: watch::Sender<Counts>,
     down: Mutex<Option<Down>>,
+    /// When a connection last opened or a letter's data got the relay's reply.
+    worked_at: Mutex<Option<tokio::time::Instant>>,
     queue: Queue,
     relay: String,
     worker: String,
@@ -84,6 +90,7 @@ impl RelayHealth {
         RelayHealth {
             counts: watch::channel(Counts::default()).0,
             down: Mutex::new(None),
+            worked_at: Mutex::new(None),
             queue,
             relay,
             worker,
@@ -126,7 +133,12 @@ impl RelayHealth {
             let _ =
                 tokio::time::timeout(self.connect_timeout, counts.wait_for(|c| c.connecting == 0))
                     .await;
-            if self.counts.borrow().open > 0 {
+            let worked_recently = self
+                .worked_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .is_some_and(|at| at.elapsed() < WORKED_RECENTLY);
+            if self.counts.borrow().open > 0 || worked_recently {
                 tracing::debug!(
                     stage = %fault.stage,
                     reply = %fault.reply,
@@ -178,6 +190,14 @@ impl RelayHealth {
             );
         }
         self.save(record).await;
+    }
+
+    /// The relay just worked: a connection opened, or it replied to a letter's data.
+    pub(super) fn worked(&self) {
+        *self
+            .worked_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tokio::time::Instant::now());
     }
 
     /// A batch ends with the relay unusable: no worker of it tries again, so the record says
@@ -265,6 +285,7 @@ impl Link<'_> {
             }
         });
         if opened {
+            self.health.worked();
             self.health.usable_again().await;
         }
     }

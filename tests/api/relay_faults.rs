@@ -140,10 +140,14 @@ async fn a_421_at_the_greeting_of_the_only_connection_stops_the_batch() {
 
 #[tokio::test]
 async fn a_421_at_the_greeting_of_one_of_several_connections_backs_only_that_one_off() {
-    // A relay capping its sessions: the first connection is turned away, the others greeted.
+    // A relay capping its sessions: the first connection is turned away (a moment after the
+    // others were greeted), the others go on.
     let server = ScriptedSmtp::start_with(|e: &Event| match e.stage {
-        Stage::Greeting if e.session == 0 => reply(421, "4.7.0 Too many sessions"),
-        Stage::Greeting => Action::Delay(Duration::from_millis(50)),
+        Stage::Greeting if e.session == 0 => Action::ReplyAfter(
+            Duration::from_millis(100),
+            421,
+            "4.7.0 Too many sessions".into(),
+        ),
         _ => Action::Default,
     })
     .await;

@@ -109,6 +109,8 @@ pub(crate) enum Action {
     Garbage(Vec<u8>),
     /// Wait this long, then do what the accept-all server does (a slow server).
     Delay(Duration),
+    /// Wait this long, then reply with this code and text.
+    ReplyAfter(Duration, u16, String),
 }
 
 /// Shorthand for [`Action::Reply`].
@@ -1050,6 +1052,7 @@ impl Session {
             Action::Stall => Resolved::Stall,
             Action::Garbage(bytes) => Resolved::Garbage(bytes),
             Action::Delay(wait) => Resolved::Delayed(wait, code, text),
+            Action::ReplyAfter(wait, code, text) => Resolved::Delayed(wait, code, text),
         }
     }
 
@@ -1057,7 +1060,12 @@ impl Session {
         match decision {
             Resolved::Delayed(wait, code, text) => {
                 tokio::time::sleep(wait).await;
-                self.raw_reply(code, &text).await
+                let flow = self.raw_reply(code, &text).await;
+                if code == 421 {
+                    Flow::Stop
+                } else {
+                    flow
+                }
             }
             Resolved::Reply(code, text) => {
                 let flow = self.raw_reply(code, &text).await;
