@@ -6,6 +6,7 @@ use crate::helpers::{ana_over_one_connection, signer, spawn_app_with, TestApp};
 use crate::smtp_server::{reply, Action, Event, ScriptedSmtp, Stage};
 use missive::domain::LetterState;
 use missive::queue::now_millis;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, sqlx::FromRow)]
@@ -312,4 +313,48 @@ async fn the_next_letter_is_marked_sending_while_the_one_before_it_is_on_the_wir
     assert_eq!(summary.sent, 4);
     assert_eq!(summary.in_doubt, 0);
     assert_eq!(server.received().len(), 4);
+}
+
+#[tokio::test]
+async fn after_a_stall_the_relay_sees_its_rate_not_one_letter_per_connection_at_once() {
+    // Burst 1 at 10 a second over 4 connections. The relay holds its replies to the first four
+    // letters for half a second; when they come, the four senders' next letters must still
+    // reach it a tenth of a second apart (half that at worst, for a sender woken late), not
+    // together: the rate is counted when a letter is handed over.
+    let mails = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = mails.clone();
+    let server = ScriptedSmtp::start_with(move |e: &Event| match e.stage {
+        Stage::Mail => {
+            seen.lock().unwrap().push(std::time::Instant::now());
+            Action::Default
+        }
+        Stage::EndOfData if e.transaction < 4 => Action::Delay(Duration::from_millis(500)),
+        _ => Action::Default,
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("MISSIVE_SMTP__URL", &server.url()),
+        ("MISSIVE_SMTP__CONNECTIONS", "4"),
+        ("MISSIVE_SENDING__RATE_PER_SECOND", "10"),
+        ("MISSIVE_SENDING__BURST", "1"),
+    ])
+    .await;
+    for n in 0..3 {
+        app.sign(&signer("Ana", "Example", &format!("ana{n}@example.net")))
+            .await
+            .unwrap();
+    }
+
+    let summary = app.send_all().await;
+
+    assert_eq!(summary.sent, 12);
+    let mails = mails.lock().unwrap().clone();
+    let gaps: Vec<u128> = mails
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_millis())
+        .collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 45),
+        "letters reached the relay closer than half an interval: {gaps:?}"
+    );
 }
