@@ -325,13 +325,7 @@ pub enum MailerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::tests::env;
 
     #[test]
     fn a_bad_smtp_url_stops_start_up_naming_the_key() {

@@ -44,17 +44,7 @@ async fn case(
         .unwrap();
     let before = now_millis();
     // Send only the first letter, so each case is one attempt.
-    app.app
-        .dispatcher()
-        .run(
-            &missive::worker::RunOptions {
-                limit: Some(1),
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    app.send_up_to(1).await;
     Case {
         app,
         server,

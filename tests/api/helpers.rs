@@ -172,6 +172,21 @@ impl TestApp {
             .expect("the batch runs")
     }
 
+    /// Runs one batch that claims at most `limit` letters.
+    pub(crate) async fn send_up_to(&self, limit: u64) -> RunSummary {
+        self.app
+            .dispatcher()
+            .run(
+                &RunOptions {
+                    limit: Some(limit),
+                    ..RunOptions::default()
+                },
+                CancellationToken::new(),
+            )
+            .await
+            .expect("the batch runs")
+    }
+
     pub(crate) async fn status(&self) -> StatusReport {
         self.app.queue.status(None).await.unwrap()
     }

@@ -468,18 +468,7 @@ async fn a_connection_idle_for_a_while_is_tested_with_noop_before_it_carries_a_l
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let app = spawn_app_with_ana(&env).await;
 
-    let summary = app
-        .app
-        .dispatcher()
-        .run(
-            &missive::worker::RunOptions {
-                limit: Some(2),
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let summary = app.send_up_to(2).await;
 
     assert_eq!(summary.sent, 2);
     assert_eq!(
