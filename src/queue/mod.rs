@@ -1,6 +1,8 @@
 //! The durable queue: signatures, their letters and every attempt to send one, behind one API
-//! whatever the database. SQLite lives in `sqlite.rs`; a PostgreSQL backend joins it as a
-//! second `Backend` variant with the same contract.
+//! whatever the database. Each store's SQL lives in its own file (`sqlite.rs`) behind one
+//! crate-private interface (`store.rs`); what is not SQL is here and in `moves.rs` (every state
+//! write, as data checked against `domain::TRANSITIONS`) and `rows.rs` (decoding and folding
+//! rows), shared by every store.
 //!
 //! Guarantees every backend keeps:
 //! - a signature and all its letters are written in one transaction; a signature is unique per
@@ -13,8 +15,13 @@
 //! Depends on `domain`, and on `config::redact_url` so that no error shows a database
 //! password.
 
+mod moves;
+mod rows;
 mod sqlite;
+mod store;
 mod web_intake;
+
+use store::{store, Store as _};
 
 pub use web_intake::{
     AwaitingRecorded, AwaitingSignature, Confirmed, IntakeDetails, NewAwaitingSignature,
@@ -138,7 +145,8 @@ pub enum NextState {
 }
 
 impl NextState {
-    fn state(self) -> LetterState {
+    /// The state this result leaves the letter in.
+    pub fn state(self) -> LetterState {
         match self {
             NextState::Sent => LetterState::Sent,
             NextState::Deferred { .. } => LetterState::Deferred,
@@ -286,16 +294,12 @@ impl Queue {
         batch: &[NewSignature],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.record_signatures(batch, now).await,
-        }
+        store!(self, q => q.record_batch(batch, &[], now).await)
     }
 
     /// Leases up to `limit` due letters to a worker, oldest due first.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedLetter>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.claim(req).await,
-        }
+        store!(self, q => q.claim(req).await)
     }
 
     /// Records finished attempts and moves their letters on, in one transaction. A record whose
@@ -313,18 +317,14 @@ impl Queue {
     /// about to go but never handed to the relay): they are queued again, and the attempt they
     /// were counted for is uncounted.
     pub async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.release(ids, now).await,
-        }
+        store!(self, q => q.release(ids, now).await)
     }
 
     /// Letters whose worker vanished (lease expired): those it had not started are queued
     /// again; those marked `sending` may have been delivered, so they become `in_doubt`, never
     /// silently resent.
     pub async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.recover_expired(now).await,
-        }
+        store!(self, q => q.recover_expired(now).await)
     }
 
     /// Moves leased letters to `sending` as their envelopes go out (no byte of a message is
@@ -349,16 +349,12 @@ impl Queue {
         records: &[AttemptRecord],
         now: Millis,
     ) -> Result<(Vec<i64>, u64), QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.journal(token, marks, records, now).await,
-        }
+        store!(self, q => q.journal(token, marks, records, now).await)
     }
 
     /// Extends every lease held under `token` until `until` (the worker's heartbeat).
     pub async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.extend_leases(token, until).await,
-        }
+        store!(self, q => q.extend_leases(token, until).await)
     }
 
     /// Settles `in_doubt` letters: queue them again (`resend`) or record them as sent.
@@ -368,23 +364,17 @@ impl Queue {
         resend: bool,
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.resolve_in_doubt(scope, resend, now).await,
-        }
+        store!(self, q => q.resolve_in_doubt(scope, resend, now).await)
     }
 
     /// When the next waiting letter is due, if any.
     pub async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.next_due(campaign).await,
-        }
+        store!(self, q => q.next_due(campaign).await)
     }
 
     /// Counts for reports.
     pub async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.status(campaign).await,
-        }
+        store!(self, q => q.status(campaign).await)
     }
 
     /// Queues failed and expired letters again, due now. Returns how many.
@@ -393,23 +383,17 @@ impl Queue {
         campaign: Option<&str>,
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.retry_failed(campaign, now).await,
-        }
+        store!(self, q => q.retry_failed(campaign, now).await)
     }
 
     /// Queues one failed, expired or deferred letter again, due now.
     pub async fn retry_letter(&self, id: i64, now: Millis) -> Result<RetryOutcome, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.retry_letter(id, now).await,
-        }
+        store!(self, q => q.retry_letter(id, now).await)
     }
 
     /// One letter's state and last reply.
     pub async fn letter(&self, id: i64) -> Result<Option<LetterSummary>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.letter(id).await,
-        }
+        store!(self, q => q.letter(id).await)
     }
 
     /// The letters of one signature, by its public id.
@@ -417,9 +401,7 @@ impl Queue {
         &self,
         public_id: &str,
     ) -> Result<Option<Vec<LetterSummary>>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.signature_letters(public_id).await,
-        }
+        store!(self, q => q.signature_letters(public_id).await)
     }
 
     /// Pauses a campaign (or one target): its waiting letters are `held` and none is claimed
@@ -430,9 +412,7 @@ impl Queue {
         target: Option<&str>,
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.pause(campaign, target, now).await,
-        }
+        store!(self, q => q.pause(campaign, target, now).await)
     }
 
     /// Lifts a pause; held letters are queued again. Returns how many.
@@ -442,9 +422,7 @@ impl Queue {
         target: Option<&str>,
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.resume(campaign, target, now).await,
-        }
+        store!(self, q => q.resume(campaign, target, now).await)
     }
 
     /// Cancels a campaign's (or one target's) waiting letters: they will never be sent.
@@ -455,16 +433,12 @@ impl Queue {
         target: Option<&str>,
         now: Millis,
     ) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.cancel(campaign, target, now).await,
-        }
+        store!(self, q => q.cancel(campaign, target, now).await)
     }
 
     /// The pauses in force: `(campaign, None)` for a whole campaign, or one target.
     pub async fn pauses(&self) -> Result<Vec<(String, Option<String>)>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.pauses().await,
-        }
+        store!(self, q => q.pauses().await)
     }
 
     /// Every attempt since `since` with its recipient and domain, oldest first: what pacing
@@ -473,9 +447,7 @@ impl Queue {
         &self,
         since: Millis,
     ) -> Result<Vec<(String, String, Millis)>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.recent_sends(since).await,
-        }
+        store!(self, q => q.recent_sends(since).await)
     }
 
     /// Letters waiting (queued, deferred or held) per campaign and target.
@@ -483,23 +455,17 @@ impl Queue {
         &self,
         campaign: Option<&str>,
     ) -> Result<Vec<(String, String, i64)>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.waiting_per_target(campaign).await,
-        }
+        store!(self, q => q.waiting_per_target(campaign).await)
     }
 
     /// Writes the relay's health record (replacing the one before).
     pub async fn save_relay_health(&self, record: &RelayHealthRecord) -> Result<(), QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.save_relay_health(record).await,
-        }
+        store!(self, q => q.save_relay_health(record).await)
     }
 
     /// Every relay's health record.
     pub async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.relay_health().await,
-        }
+        store!(self, q => q.relay_health().await)
     }
 
     /// Deferred letters (of `campaign`, if given) queued at or before `queued_before`.
@@ -508,15 +474,11 @@ impl Queue {
         campaign: Option<&str>,
         queued_before: Millis,
     ) -> Result<Ageing, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.ageing(campaign, queued_before).await,
-        }
+        store!(self, q => q.ageing(campaign, queued_before).await)
     }
 
     /// Closes the pool, flushing the database.
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Sqlite(q) => q.close().await,
-        }
+        store!(self, q => q.close().await)
     }
 }

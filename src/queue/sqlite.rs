@@ -5,26 +5,36 @@
 //! of ids travel as one JSON array bound to a single parameter and read with `json_each`;
 //! batches of rows (signatures, letters and their texts, attempts and their results) go in
 //! multi-row statements of a few fixed sizes, their values bound as they are, never escaped
-//! into JSON and parsed back.
+//! into JSON and parsed back. Every state write's fence comes from `queue::moves`.
+//!
+//! Depends on `queue` (its types, `moves`, `rows`) and `domain` only.
 
+use super::moves;
+use super::rows::{self, ClaimedRow, StatusRow, SummaryRow};
+use super::store::Store;
 use super::{
-    Ageing, AttemptRecord, ClaimRequest, ClaimedLetter, LetterSummary, Millis, NewSignature,
-    QueueError, Recorded, Recovered, RelayHealthRecord, RetryOutcome, Scope, StatusReport,
-    TargetCount,
+    Ageing, AttemptRecord, ClaimRequest, ClaimedLetter, IntakeDetails, LetterSummary, Millis,
+    NewSignature, QueueError, Recorded, Recovered, RelayHealthRecord, RetryOutcome, Scope,
+    StatusReport,
 };
-use crate::domain::{EmailAddress, LanguageTag, Letter, LetterState};
+use crate::domain::LetterState;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 mod web_intake;
 
-/// Hands a leased letter back unstarted: the attempt it was counted for is uncounted, and it
-/// is queued again (deferred if it had failed before). `?1` is the time.
-const UNCLAIM: &str = "SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
-    attempts = attempts - 1, updated_at = ?1,
-    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+/// Hands a leased letter back unstarted (`moves::RELEASE`, `moves::RECOVER_CLAIMED`): the
+/// attempt it was counted for is uncounted, and it waits as before. `?1` is the time.
+fn unclaim_sql() -> String {
+    format!(
+        "SET state = {}, attempts = attempts - 1, updated_at = ?1,
+            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL",
+        moves::UNCLAIMED_STATE_SQL
+    )
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -40,26 +50,21 @@ pub(super) struct SqliteQueue {
     writer: SqlitePool,
 }
 
-fn state_of(s: &str) -> LetterState {
-    // The CHECK constraint admits only known names.
-    s.parse().unwrap_or(LetterState::Failed)
-}
-
 /// The end of the statement moving a batch of letters on after their attempts: it follows the
 /// rows of `r` (`WITH r (...) AS (VALUES ...`), then binds the time. Each row is fenced by its
-/// lease token and by the states its next state may be reached from, per
-/// `LetterState::sources_sql`; built once.
+/// lease token and by the leased states its next state may be reached from
+/// (`moves::record_fence`); built once.
 fn record_update_tail() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         let fences: String = LetterState::ALL
             .into_iter()
-            .filter(|to| !LetterState::sources(*to).is_empty())
+            .filter(|to| !moves::record_fence(*to).is_empty())
             .map(|to| {
                 format!(
                     " WHEN '{}' THEN letters.state IN ({})",
                     to.as_str(),
-                    LetterState::sources_sql(to)
+                    moves::states_sql(&moves::record_fence(to))
                 )
             })
             .collect();
@@ -190,7 +195,86 @@ async fn checkpoint_in_background(pool: SqlitePool) {
     }
 }
 
+/// Records finished attempts and moves their letters on, inside `tx`.
+async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    records: &[AttemptRecord],
+    now: Millis,
+) -> Result<u64, QueueError> {
+    // Multi-row statements with bound values: a few statements per batch, not two per
+    // letter, from a few fixed texts (prepared once, cached). Every attempt is kept, in
+    // batch order.
+    const ATTEMPT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut rest = records.iter();
+    for (rows, size) in padded_chunks(records.len()) {
+        // Padding rows are all NULL, and left out by the WHERE.
+        let sql = multi_row_sql(
+            "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
+                duration_ms, outcome, stage, code, enhanced_code, reply)
+             SELECT * FROM (VALUES ",
+            ATTEMPT_ROW,
+            size,
+            ") WHERE column1 IS NOT NULL",
+        );
+        let mut query = sqlx::query(&sql);
+        for r in rest.by_ref().take(rows) {
+            query = query
+                .bind(r.letter_id)
+                .bind(r.attempt)
+                .bind(r.worker.as_str())
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.finished_at - r.started_at)
+                .bind(r.next.state().as_str())
+                .bind(r.stage.as_deref())
+                .bind(r.code)
+                .bind(r.enhanced_code.as_deref())
+                .bind(r.reply.as_deref());
+        }
+        bind_padding(query, ATTEMPT_ROW, size - rows)
+            .execute(&mut **tx)
+            .await?;
+    }
+    // A letter's records apply in batch order (`rows::rounds`).
+    let rounds = rows::rounds(records);
+    const MOVE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut moved = 0;
+    for round in &rounds {
+        let mut rest = round.iter();
+        for (rows, size) in padded_chunks(round.len()) {
+            // Padding rows have no id, and so match no letter.
+            let sql = multi_row_sql(
+                "WITH r (id, token, state, code, enhanced_code, reply, next_at, sent_at)
+                   AS (VALUES ",
+                MOVE_ROW,
+                size,
+                record_update_tail(),
+            );
+            let mut query = sqlx::query(&sql);
+            for r in rest.by_ref().take(rows) {
+                let outcome = r.outcome();
+                query = query
+                    .bind(r.letter_id)
+                    .bind(r.lease_token)
+                    .bind(outcome.state.as_str())
+                    .bind(r.code)
+                    .bind(r.enhanced_code.as_deref())
+                    .bind(r.reply.as_deref())
+                    .bind(outcome.next_attempt_at)
+                    .bind(outcome.sent_at);
+            }
+            moved += bind_padding(query, MOVE_ROW, size - rows)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+    }
+    Ok(moved)
+}
+
 impl SqliteQueue {
+    /// Opens (creating it if missing) and migrates the database file.
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
         let connect_err = |source| QueueError::Connect {
             url: crate::config::redact_url(url),
@@ -236,26 +320,25 @@ impl SqliteQueue {
         }
         Ok(SqliteQueue { pool, writer })
     }
+}
 
-    pub(super) async fn close(&self) {
+impl Store for SqliteQueue {
+    async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
     }
 
-    pub(super) async fn record_signatures(
-        &self,
-        batch: &[NewSignature],
-        now: Millis,
-    ) -> Result<Vec<Recorded>, QueueError> {
-        self.record_batch(batch, &[], now).await
+    async fn ping(&self) -> Result<(), QueueError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Records signatures with their letters in one transaction; `details[i]` (consent, where
     /// the signer came from) goes with `batch[i]` when given, else the defaults (no consent).
-    pub(super) async fn record_batch(
+    async fn record_batch(
         &self,
         batch: &[NewSignature],
-        details: &[crate::queue::IntakeDetails],
+        details: &[IntakeDetails],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
         if batch.is_empty() {
@@ -267,7 +350,7 @@ impl SqliteQueue {
         // into JSON and parsed back. Strings are bound as `&str`: sqlx borrows those, where a
         // `&String` would be copied. Signatures go in batch order, so of two rows for one
         // signer in a batch the first is the one kept.
-        let mut created = std::collections::HashSet::with_capacity(batch.len());
+        let mut created = HashSet::with_capacity(batch.len());
         let mut rest = batch.iter().enumerate();
         for rows in row_chunks(batch.len()) {
             let sql = multi_row_sql(
@@ -351,62 +434,64 @@ impl SqliteQueue {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut out = Vec::with_capacity(batch.len());
-        for sig in batch {
-            if created.contains(&sig.public_id) {
-                out.push(Recorded::Created {
-                    public_id: sig.public_id.clone(),
-                    letters: sig.letters.len(),
-                });
+        // The signatures already there for the signers the batch did not create.
+        let mut existing = HashMap::new();
+        for sig in batch.iter().filter(|s| !created.contains(&s.public_id)) {
+            let key = (sig.campaign.clone(), sig.signer.email.normalized());
+            if existing.contains_key(&key) {
                 continue;
             }
             let public_id: String = sqlx::query_scalar(
                 "SELECT public_id FROM signatures WHERE campaign = ?1 AND email_normalized = ?2",
             )
-            .bind(sig.campaign.as_str())
-            .bind(sig.signer.email.normalized())
+            .bind(key.0.as_str())
+            .bind(key.1.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            out.push(Recorded::Duplicate { public_id });
+            existing.insert(key, public_id);
         }
+        let out = rows::recorded(batch, &created, &existing)?;
         tx.commit().await?;
         Ok(out)
     }
 
-    pub(super) async fn claim(
-        &self,
-        req: &ClaimRequest<'_>,
-    ) -> Result<Vec<ClaimedLetter>, QueueError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE letters
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedLetter>, QueueError> {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "UPDATE letters
                 SET state = 'claimed', lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
                     attempts = attempts + 1, updated_at = ?4
               WHERE id IN (
                     SELECT id FROM letters
-                     WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?4
+                     WHERE state IN ({}) AND next_attempt_at <= ?4
                        AND (?5 IS NULL OR campaign = ?5)
                        AND (?7 IS NULL OR target_id = ?7)
                        AND (?8 IS NULL OR kind = 'confirmation'
                             OR campaign NOT IN (SELECT value FROM json_each(?8)))
                        AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.campaign = letters.campaign
-                                          AND p.target_id IN ('', letters.target_id))
+                                          AND p.target_id IN ('{}', letters.target_id))
                      ORDER BY priority DESC, next_attempt_at, id
                      LIMIT ?6)
              RETURNING id",
-        )
-        .bind(req.owner)
-        .bind(req.token)
-        .bind(req.now + req.lease_ms)
-        .bind(req.now)
-        .bind(req.campaign)
-        .bind(req.limit)
-        .bind(req.target)
-        .bind(
-            req.exclude_campaigns
-                .map(|c| serde_json::to_string(c).expect("campaign names serialise")),
-        )
-        .fetch_all(&self.writer)
-        .await?;
+                moves::CLAIM.fence_sql(),
+                rows::WHOLE_CAMPAIGN
+            )
+        });
+        let ids: Vec<i64> = sqlx::query_scalar(sql)
+            .bind(req.owner)
+            .bind(req.token)
+            .bind(req.now + req.lease_ms)
+            .bind(req.now)
+            .bind(req.campaign)
+            .bind(req.limit)
+            .bind(req.target)
+            .bind(
+                req.exclude_campaigns
+                    .map(|c| serde_json::to_string(c).expect("campaign names serialise")),
+            )
+            .fetch_all(&self.writer)
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -414,11 +499,10 @@ impl SqliteQueue {
         // one writer only moves them (the sending path's marks and results wait for it), and
         // the reading goes on beside it. A claimed letter's row and text no longer change; a
         // letter deleted in between (its signature erased) is simply not sent.
-        let rows = sqlx::query(
+        let letters: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT l.id, l.campaign, l.target_id, l.recipient, l.recipient_name, l.from_name,
                     l.from_address, l.reply_to, l.language, l.template_hash, l.message_id,
-                    l.attempts, l.queued_at, b.letter_id AS has_text, b.subject, b.body_text,
-                    b.body_html
+                    l.attempts, l.queued_at, b.subject, b.body_text, b.body_html
                FROM letters AS l LEFT JOIN letter_bodies AS b ON b.letter_id = l.id
               WHERE l.id IN (SELECT value FROM json_each(?1))
               ORDER BY l.id",
@@ -426,59 +510,14 @@ impl SqliteQueue {
         .bind(serde_json::to_string(&ids).expect("ids serialise"))
         .fetch_all(&self.pool)
         .await?;
-        if rows.len() < ids.len() {
-            tracing::info!(
-                vanished = ids.len() - rows.len(),
-                "claimed letters were deleted before they were read; they are not sent"
-            );
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            if row.try_get::<Option<i64>, _>("has_text")?.is_none() {
-                return Err(QueueError::Database(sqlx::Error::Decode(
-                    format!("letter {id} has no text in letter_bodies").into(),
-                )));
-            }
-            let email = |col: &str| -> Result<EmailAddress, QueueError> {
-                let s: String = row.try_get(col)?;
-                EmailAddress::parse(&s).map_err(|e| {
-                    QueueError::Database(sqlx::Error::Decode(format!("{col} {e}").into()))
-                })
-            };
-            let language: String = row.try_get("language")?;
-            out.push(ClaimedLetter {
-                id,
-                campaign: row.try_get("campaign")?,
-                message_id: row.try_get("message_id")?,
-                attempt: row.try_get::<i64, _>("attempts")? as u32,
-                lease_token: req.token,
-                queued_at: row.try_get("queued_at")?,
-                letter: Letter {
-                    target_id: row.try_get("target_id")?,
-                    recipient: email("recipient")?,
-                    recipient_name: row.try_get("recipient_name")?,
-                    from_name: row.try_get("from_name")?,
-                    from_address: email("from_address")?,
-                    reply_to: email("reply_to")?,
-                    language: LanguageTag::parse(&language).map_err(|e| {
-                        QueueError::Database(sqlx::Error::Decode(e.to_string().into()))
-                    })?,
-                    subject: row.try_get("subject")?,
-                    body_text: row.try_get("body_text")?,
-                    body_html: row.try_get("body_html")?,
-                    template_hash: row.try_get("template_hash")?,
-                },
-            });
-        }
-        Ok(out)
+        rows::claimed(letters, ids.len(), req.token)
     }
 
     /// One write of the sending path: `records` (finished attempts) are recorded and their
     /// letters moved on, and the letters in `marks` (about to be transmitted) move from
     /// `claimed` to `sending`, in one transaction. Returns the marked ids that moved and how
     /// many letters the records moved.
-    pub(super) async fn journal(
+    async fn journal(
         &self,
         token: i64,
         marks: &[i64],
@@ -492,18 +531,19 @@ impl SqliteQueue {
         let recorded = if records.is_empty() {
             0
         } else {
-            Self::record_in(&mut tx, records, now).await?
+            record_in(&mut tx, records, now).await?
         };
         let marked = if marks.is_empty() {
             Vec::new()
         } else {
             let list = serde_json::to_string(marks).expect("ids serialise");
-            sqlx::query_scalar(
+            sqlx::query_scalar(&format!(
                 "UPDATE letters SET state = 'sending', updated_at = ?1
-                  WHERE lease_token = ?2 AND state = 'claimed'
+                  WHERE lease_token = ?2 AND state IN ({})
                     AND id IN (SELECT value FROM json_each(?3))
                  RETURNING id",
-            )
+                moves::MARK_SENDING.fence_sql()
+            ))
             .bind(now)
             .bind(token)
             .bind(list)
@@ -514,101 +554,7 @@ impl SqliteQueue {
         Ok((marked, recorded))
     }
 
-    /// Records finished attempts and moves their letters on, inside `tx`.
-    async fn record_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        records: &[AttemptRecord],
-        now: Millis,
-    ) -> Result<u64, QueueError> {
-        // Multi-row statements with bound values: a few statements per batch, not two per
-        // letter, from a few fixed texts (prepared once, cached). Every attempt is kept, in
-        // batch order.
-        const ATTEMPT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        let mut rest = records.iter();
-        for (rows, size) in padded_chunks(records.len()) {
-            // Padding rows are all NULL, and left out by the WHERE.
-            let sql = multi_row_sql(
-                "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at,
-                    duration_ms, outcome, stage, code, enhanced_code, reply)
-                 SELECT * FROM (VALUES ",
-                ATTEMPT_ROW,
-                size,
-                ") WHERE column1 IS NOT NULL",
-            );
-            let mut query = sqlx::query(&sql);
-            for r in rest.by_ref().take(rows) {
-                query = query
-                    .bind(r.letter_id)
-                    .bind(r.attempt)
-                    .bind(r.worker.as_str())
-                    .bind(r.started_at)
-                    .bind(r.finished_at)
-                    .bind(r.finished_at - r.started_at)
-                    .bind(r.next.state().as_str())
-                    .bind(r.stage.as_deref())
-                    .bind(r.code)
-                    .bind(r.enhanced_code.as_deref())
-                    .bind(r.reply.as_deref());
-            }
-            bind_padding(query, ATTEMPT_ROW, size - rows)
-                .execute(&mut **tx)
-                .await?;
-        }
-        // A letter's records apply in batch order, as when they were written one by one: its
-        // nth record in the batch goes in round n (there is only one round unless a batch holds
-        // two records for one letter).
-        let mut rounds: Vec<Vec<&AttemptRecord>> = Vec::new();
-        let mut seen: std::collections::HashMap<i64, usize> =
-            std::collections::HashMap::with_capacity(records.len());
-        for r in records {
-            let n = seen.entry(r.letter_id).or_insert(0);
-            if rounds.len() <= *n {
-                rounds.push(Vec::new());
-            }
-            rounds[*n].push(r);
-            *n += 1;
-        }
-        const MOVE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
-        let mut moved = 0;
-        for round in &rounds {
-            let mut rest = round.iter();
-            for (rows, size) in padded_chunks(round.len()) {
-                // Padding rows have no id, and so match no letter.
-                let sql = multi_row_sql(
-                    "WITH r (id, token, state, code, enhanced_code, reply, next_at, sent_at)
-                       AS (VALUES ",
-                    MOVE_ROW,
-                    size,
-                    record_update_tail(),
-                );
-                let mut query = sqlx::query(&sql);
-                for r in rest.by_ref().take(rows) {
-                    let (next_at, sent_at) = match r.next {
-                        super::NextState::Deferred { retry_at } => (retry_at, None),
-                        super::NextState::Sent => (r.finished_at, Some(r.finished_at)),
-                        _ => (r.finished_at, None),
-                    };
-                    query = query
-                        .bind(r.letter_id)
-                        .bind(r.lease_token)
-                        .bind(r.next.state().as_str())
-                        .bind(r.code)
-                        .bind(r.enhanced_code.as_deref())
-                        .bind(r.reply.as_deref())
-                        .bind(next_at)
-                        .bind(sent_at);
-                }
-                moved += bind_padding(query, MOVE_ROW, size - rows)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-            }
-        }
-        Ok(moved)
-    }
-
-    pub(super) async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
+    async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -616,8 +562,10 @@ impl SqliteQueue {
         let mut n = 0;
         for (id, token) in ids {
             n += sqlx::query(&format!(
-                "UPDATE letters {UNCLAIM}
-                  WHERE id = ?2 AND lease_token = ?3 AND state IN ('claimed', 'sending')"
+                "UPDATE letters {}
+                  WHERE id = ?2 AND lease_token = ?3 AND state IN ({})",
+                unclaim_sql(),
+                moves::RELEASE.fence_sql()
             ))
             .bind(now)
             .bind(id)
@@ -630,38 +578,41 @@ impl SqliteQueue {
         Ok(n)
     }
 
-    pub(super) async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
+    async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError> {
         const LOST: &str = "the worker sending this letter stopped after the data may have been \
                             transmitted, before the server's reply was recorded (lease expired)";
         let mut tx = self.writer.begin().await?;
         // Claimed but DATA never accepted: the server holds no complete message. Queue again,
         // uncounting the attempt that never happened.
         let requeued = sqlx::query(&format!(
-            "UPDATE letters {UNCLAIM} WHERE state = 'claimed' AND lease_expires_at < ?1"
+            "UPDATE letters {} WHERE state IN ({}) AND lease_expires_at < ?1",
+            unclaim_sql(),
+            moves::RECOVER_CLAIMED.fence_sql()
         ))
         .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         // In the conversation past DATA: it may have been delivered. Never resent on its own.
-        sqlx::query(
+        let in_doubt_from = moves::RECOVER_SENDING.fence_sql();
+        sqlx::query(&format!(
             "INSERT INTO attempts (letter_id, attempt, worker, started_at, finished_at, duration_ms,
                 outcome, stage, reply)
              SELECT id, attempts, COALESCE(lease_owner, ''), updated_at, ?1, ?1 - updated_at,
                 'in_doubt', 'end_of_data', ?2
                FROM letters
-              WHERE state = 'sending' AND lease_expires_at < ?1",
-        )
+              WHERE state IN ({in_doubt_from}) AND lease_expires_at < ?1"
+        ))
         .bind(now)
         .bind(LOST)
         .execute(&mut *tx)
         .await?;
-        let in_doubt = sqlx::query(
+        let in_doubt = sqlx::query(&format!(
             "UPDATE letters
                 SET state = 'in_doubt', updated_at = ?1, last_code = NULL, last_enhanced_code = NULL,
                     last_reply = ?2, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-              WHERE state = 'sending' AND lease_expires_at < ?1",
-        )
+              WHERE state IN ({in_doubt_from}) AND lease_expires_at < ?1"
+        ))
         .bind(now)
         .bind(LOST)
         .execute(&mut *tx)
@@ -671,12 +622,12 @@ impl SqliteQueue {
         Ok(Recovered { requeued, in_doubt })
     }
 
-    pub(super) async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
-        Ok(sqlx::query(
+    async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
+        Ok(sqlx::query(&format!(
             "UPDATE letters SET lease_expires_at = ?1
-              WHERE lease_expires_at IS NOT NULL AND lease_token = ?2
-                AND state IN ('claimed', 'sending')",
-        )
+              WHERE lease_expires_at IS NOT NULL AND lease_token = ?2 AND state IN ({})",
+            moves::LEASED.fence_sql()
+        ))
         .bind(until)
         .bind(token)
         .execute(&self.writer)
@@ -684,21 +635,28 @@ impl SqliteQueue {
         .rows_affected())
     }
 
-    pub(super) async fn resolve_in_doubt(
+    async fn resolve_in_doubt(
         &self,
         scope: &Scope<'_>,
         resend: bool,
         now: Millis,
     ) -> Result<u64, QueueError> {
         let sql = if resend {
-            "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
-              WHERE state = 'in_doubt' AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)"
+            format!(
+                "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1,
+                        updated_at = ?1
+                  WHERE state IN ({}) AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)",
+                moves::RESOLVE_RESEND.fence_sql()
+            )
         } else {
-            "UPDATE letters SET state = 'sent', sent_at = ?1, updated_at = ?1,
-                    last_reply = 'marked sent by an organiser after being in doubt'
-              WHERE state = 'in_doubt' AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)"
+            format!(
+                "UPDATE letters SET state = 'sent', sent_at = ?1, updated_at = ?1,
+                        last_reply = 'marked sent by an organiser after being in doubt'
+                  WHERE state IN ({}) AND (?2 IS NULL OR campaign = ?2) AND (?3 IS NULL OR id = ?3)",
+                moves::RESOLVE_SENT.fence_sql()
+            )
         };
-        Ok(sqlx::query(sql)
+        Ok(sqlx::query(&sql)
             .bind(now)
             .bind(scope.campaign)
             .bind(scope.letter)
@@ -707,81 +665,54 @@ impl SqliteQueue {
             .rows_affected())
     }
 
-    pub(super) async fn next_due(
-        &self,
-        campaign: Option<&str>,
-    ) -> Result<Option<Millis>, QueueError> {
-        Ok(sqlx::query_scalar(
+    async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError> {
+        Ok(sqlx::query_scalar(&format!(
             "SELECT MIN(next_attempt_at) FROM letters
-              WHERE state IN ('queued', 'deferred') AND (?1 IS NULL OR campaign = ?1)",
-        )
+                  WHERE state IN ({}) AND (?1 IS NULL OR campaign = ?1)",
+            moves::CLAIM.fence_sql()
+        ))
         .bind(campaign)
         .fetch_one(&self.pool)
         .await?)
     }
 
-    pub(super) async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
+    async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
         // One pass over the covering index `letters_report` (campaign, target_id, state, kind,
         // queued_at), which leaves out the letters workers hold: counts and the oldest queued
         // time per group. The held ones (a claim batch or so per worker) are found through
         // `letters_leased`.
-        let rows = sqlx::query(
-            "SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
-              WHERE state NOT IN ('claimed', 'sending') AND (?1 IS NULL OR campaign = ?1)
+        let leased = moves::LEASED.fence_sql();
+        let groups: Vec<StatusRow> = sqlx::query_as(&format!(
+            "SELECT campaign, target_id, state, kind, COUNT(*) AS letters,
+                    MIN(queued_at) AS oldest_queued_at
+               FROM letters
+              WHERE state NOT IN ({leased}) AND (?1 IS NULL OR campaign = ?1)
               GROUP BY campaign, target_id, state, kind
              UNION ALL
              SELECT campaign, target_id, state, kind, COUNT(*), MIN(queued_at) FROM letters
-              WHERE lease_expires_at IS NOT NULL AND state IN ('claimed', 'sending')
+              WHERE lease_expires_at IS NOT NULL AND state IN ({leased})
                 AND (?1 IS NULL OR campaign = ?1)
               GROUP BY campaign, target_id, state, kind
-             ORDER BY 1, 2, 3, 4",
-        )
+             ORDER BY 1, 2, 3, 4"
+        ))
         .bind(campaign)
         .fetch_all(&self.pool)
         .await?;
-        let mut report = StatusReport::default();
-        for row in rows {
-            let state = state_of(row.try_get(2)?);
-            let kind: String = row.try_get(3)?;
-            let n: i64 = row.try_get(4)?;
-            let queued_at: i64 = row.try_get(5)?;
-            if state.is_waiting() {
-                report.oldest_waiting_since = Some(
-                    report
-                        .oldest_waiting_since
-                        .map_or(queued_at, |t| t.min(queued_at)),
-                );
-            }
-            if kind == "confirmation" {
-                *report.confirmations.entry(state).or_default() += n;
-                continue;
-            }
-            *report.by_state.entry(state).or_default() += n;
-            report.by_target.push(TargetCount {
-                campaign: row.try_get(0)?,
-                target_id: row.try_get(1)?,
-                state,
-                letters: n,
-            });
-        }
-        report.signatures = sqlx::query_scalar(
+        let signatures = sqlx::query_scalar(
             "SELECT COUNT(*) FROM signatures WHERE (?1 IS NULL OR campaign = ?1)",
         )
         .bind(campaign)
         .fetch_one(&self.pool)
         .await?;
-        Ok(report)
+        rows::fold_status(groups, signatures)
     }
 
-    pub(super) async fn retry_failed(
-        &self,
-        campaign: Option<&str>,
-        now: Millis,
-    ) -> Result<u64, QueueError> {
-        Ok(sqlx::query(
+    async fn retry_failed(&self, campaign: Option<&str>, now: Millis) -> Result<u64, QueueError> {
+        Ok(sqlx::query(&format!(
             "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
-              WHERE state IN ('failed', 'expired') AND (?2 IS NULL OR campaign = ?2)",
-        )
+              WHERE state IN ({}) AND (?2 IS NULL OR campaign = ?2)",
+            moves::RETRY_FAILED.fence_sql()
+        ))
         .bind(now)
         .bind(campaign)
         .execute(&self.pool)
@@ -789,16 +720,13 @@ impl SqliteQueue {
         .rows_affected())
     }
 
-    pub(super) async fn retry_letter(
-        &self,
-        id: i64,
-        now: Millis,
-    ) -> Result<RetryOutcome, QueueError> {
+    async fn retry_letter(&self, id: i64, now: Millis) -> Result<RetryOutcome, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
+        let n = sqlx::query(&format!(
             "UPDATE letters SET state = 'queued', next_attempt_at = ?1, queued_at = ?1, updated_at = ?1
-              WHERE id = ?2 AND state IN ('failed', 'expired', 'deferred')",
-        )
+              WHERE id = ?2 AND state IN ({})",
+            moves::RETRY_LETTER.fence_sql()
+        ))
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
@@ -814,36 +742,25 @@ impl SqliteQueue {
                     .await?;
             match state {
                 None => RetryOutcome::NotFound,
-                Some(s) => RetryOutcome::NotRetryable(state_of(&s)),
+                Some(s) => RetryOutcome::NotRetryable(rows::state_of(&s)?),
             }
         };
         tx.commit().await?;
         Ok(outcome)
     }
 
-    fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<LetterSummary, sqlx::Error> {
-        Ok(LetterSummary {
-            id: row.try_get("id")?,
-            campaign: row.try_get("campaign")?,
-            target_id: row.try_get("target_id")?,
-            state: state_of(row.try_get("state")?),
-            attempts: row.try_get("attempts")?,
-            last_code: row.try_get("last_code")?,
-            last_reply: row.try_get("last_reply")?,
-        })
-    }
-
-    pub(super) async fn letter(&self, id: i64) -> Result<Option<LetterSummary>, QueueError> {
-        let row = sqlx::query(
-            "SELECT id, campaign, target_id, state, attempts, last_code, last_reply FROM letters WHERE id = ?1",
+    async fn letter(&self, id: i64) -> Result<Option<LetterSummary>, QueueError> {
+        let row: Option<SummaryRow> = sqlx::query_as(
+            "SELECT id, campaign, target_id, state, attempts, last_code, last_reply
+               FROM letters WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Self::summary(&r)).transpose()?)
+        row.map(SummaryRow::into_summary).transpose()
     }
 
-    pub(super) async fn pause(
+    async fn pause(
         &self,
         campaign: &str,
         target: Option<&str>,
@@ -855,14 +772,14 @@ impl SqliteQueue {
              ON CONFLICT (campaign, target_id) DO NOTHING",
         )
         .bind(campaign)
-        .bind(target.unwrap_or(""))
+        .bind(target.unwrap_or(rows::WHOLE_CAMPAIGN))
         .bind(now)
         .execute(&mut *tx)
         .await?;
         let held = sqlx::query(&format!(
             "UPDATE letters SET state = 'held', updated_at = ?1
               WHERE state IN ({}) AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)",
-            LetterState::sources_sql(LetterState::Held)
+            moves::PAUSE.fence_sql()
         ))
         .bind(now)
         .bind(campaign)
@@ -874,7 +791,7 @@ impl SqliteQueue {
         Ok(held)
     }
 
-    pub(super) async fn resume(
+    async fn resume(
         &self,
         campaign: &str,
         target: Option<&str>,
@@ -887,12 +804,14 @@ impl SqliteQueue {
             .bind(target)
             .execute(&mut *tx)
             .await?;
-        let resumed = sqlx::query(
+        let resumed = sqlx::query(&format!(
             "UPDATE letters SET state = 'queued', updated_at = ?1
-              WHERE state = 'held' AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)
+              WHERE state IN ({}) AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)
                 AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.campaign = letters.campaign
-                                   AND p.target_id IN ('', letters.target_id))",
-        )
+                                   AND p.target_id IN ('{}', letters.target_id))",
+            moves::RESUME.fence_sql(),
+            rows::WHOLE_CAMPAIGN
+        ))
         .bind(now)
         .bind(campaign)
         .bind(target)
@@ -903,7 +822,7 @@ impl SqliteQueue {
         Ok(resumed)
     }
 
-    pub(super) async fn cancel(
+    async fn cancel(
         &self,
         campaign: &str,
         target: Option<&str>,
@@ -913,7 +832,7 @@ impl SqliteQueue {
             "UPDATE letters SET state = 'cancelled', updated_at = ?1,
                     last_reply = 'cancelled by an organiser'
               WHERE state IN ({}) AND campaign = ?2 AND (?3 IS NULL OR target_id = ?3)",
-            LetterState::sources_sql(LetterState::Cancelled)
+            moves::CANCEL.fence_sql()
         ))
         .bind(now)
         .bind(campaign)
@@ -923,18 +842,18 @@ impl SqliteQueue {
         .rows_affected())
     }
 
-    pub(super) async fn pauses(&self) -> Result<Vec<(String, Option<String>)>, QueueError> {
-        let rows: Vec<(String, String)> =
+    async fn pauses(&self) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        let pauses: Vec<(String, String)> =
             sqlx::query_as("SELECT campaign, target_id FROM pauses ORDER BY campaign, target_id")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows
+        Ok(pauses
             .into_iter()
-            .map(|(c, t)| (c, (!t.is_empty()).then_some(t)))
+            .map(|(c, t)| rows::pause_of(c, t))
             .collect())
     }
 
-    pub(super) async fn recent_sends(
+    async fn recent_sends(
         &self,
         since: Millis,
     ) -> Result<Vec<(String, String, Millis)>, QueueError> {
@@ -949,7 +868,7 @@ impl SqliteQueue {
         .await?)
     }
 
-    pub(super) async fn waiting_per_target(
+    async fn waiting_per_target(
         &self,
         campaign: Option<&str>,
     ) -> Result<Vec<(String, String, i64)>, QueueError> {
@@ -964,7 +883,7 @@ impl SqliteQueue {
         .await?)
     }
 
-    pub(super) async fn save_relay_health(&self, r: &RelayHealthRecord) -> Result<(), QueueError> {
+    async fn save_relay_health(&self, r: &RelayHealthRecord) -> Result<(), QueueError> {
         sqlx::query(
             "INSERT INTO relay_health (relay, state, since, stage, code, enhanced_code, reply, hint,
                 retry_at, worker, updated_at)
@@ -991,7 +910,7 @@ impl SqliteQueue {
         Ok(())
     }
 
-    pub(super) async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
+    async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
         let rows = sqlx::query(
             "SELECT relay, state, since, stage, code, enhanced_code, reply, hint, retry_at,
                     worker, updated_at
@@ -1028,7 +947,7 @@ impl SqliteQueue {
             .collect()
     }
 
-    pub(super) async fn ageing(
+    async fn ageing(
         &self,
         campaign: Option<&str>,
         queued_before: Millis,
@@ -1047,7 +966,7 @@ impl SqliteQueue {
         })
     }
 
-    pub(super) async fn signature_letters(
+    async fn signature_letters(
         &self,
         public_id: &str,
     ) -> Result<Option<Vec<LetterSummary>>, QueueError> {
@@ -1057,16 +976,18 @@ impl SqliteQueue {
                 .fetch_optional(&self.pool)
                 .await?;
         let Some(sig) = exists else { return Ok(None) };
-        let rows = sqlx::query(
+        let letters: Vec<SummaryRow> = sqlx::query_as(
             "SELECT id, campaign, target_id, state, attempts, last_code, last_reply FROM letters
               WHERE signature_id = ?1 ORDER BY id",
         )
         .bind(sig)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(
-            rows.iter().map(Self::summary).collect::<Result<_, _>>()?,
-        ))
+        letters
+            .into_iter()
+            .map(SummaryRow::into_summary)
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 }
 

@@ -3,10 +3,12 @@
 //! ahead of letters, its letters created when the link is followed, its deletion once the link
 //! has expired) and the stored responses that make API retries idempotent.
 //!
-//! These are new methods beside the core queue API, kept apart so the core stays as it is;
-//! each backend implements them next to its other SQL.
+//! The policies are here, for every store: confirmation emails go ahead of letters, are named
+//! so that no campaign target can collide with them, and are resent at most
+//! `MAX_CONFIRMATION_EMAILS` times; each store implements the SQL next to its other SQL.
 
-use super::{Backend, Millis, NewLetter, NewSignature, Queue, QueueError, Recorded};
+use super::store::{store, IntakeStore as _, Store as _};
+use super::{Millis, NewLetter, NewSignature, Queue, QueueError, Recorded};
 use crate::domain::{Letter, NewSigner};
 
 /// What the web form and the API record beside the signer's details.
@@ -43,6 +45,36 @@ pub struct NewConfirmation {
 /// The most confirmation emails one awaiting signature may cause (the first and resends), so a
 /// stranger cannot flood someone's inbox by signing in their name again and again.
 pub const MAX_CONFIRMATION_EMAILS: i64 = 5;
+
+/// Confirmation emails are claimed before letters (workers take higher priorities first).
+pub(super) const CONFIRMATION_PRIORITY: i64 = 10;
+
+/// The target id of a signature's `n`th confirmation email. A dot is never part of a
+/// campaign's target id, so this cannot collide with a letter.
+pub(super) fn confirmation_target(n: i64) -> String {
+    format!("confirmation.{n}")
+}
+
+/// What to do when someone signs again whose signature is already recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AgainStep {
+    /// Signed and confirmed (or signed where no confirmation is asked): nothing to do.
+    Duplicate,
+    /// Still awaiting, and enough emails went to this address already.
+    ResendLimit,
+    /// Still awaiting: a fresh link, in the `n`th email.
+    Resend { n: i64 },
+}
+
+/// The decision for a signer signing again, from their signature's pending expiry (`None`
+/// once confirmed) and the confirmation emails already queued for it.
+pub(super) fn again_step(confirm_expires_at: Option<Millis>, emails_sent: i64) -> AgainStep {
+    match confirm_expires_at {
+        None => AgainStep::Duplicate,
+        Some(_) if emails_sent >= MAX_CONFIRMATION_EMAILS => AgainStep::ResendLimit,
+        Some(_) => AgainStep::Resend { n: emails_sent + 1 },
+    }
+}
 
 /// What recording an awaiting signature did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +133,7 @@ impl Queue {
         details: &[IntakeDetails],
         now: Millis,
     ) -> Result<Vec<Recorded>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.record_signatures_with_details(batch, details, now).await,
-        }
+        store!(self, q => q.record_batch(batch, details, now).await)
     }
 
     /// Records a signature awaiting confirmation and queues its confirmation email; if the
@@ -114,9 +144,7 @@ impl Queue {
         p: &NewAwaitingSignature,
         now: Millis,
     ) -> Result<AwaitingRecorded, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.record_awaiting(p, now).await,
-        }
+        store!(self, q => q.record_awaiting(p, now).await)
     }
 
     /// The signature whose confirmation link has this token hash, if it has not expired.
@@ -125,9 +153,7 @@ impl Queue {
         token_hash: &str,
         now: Millis,
     ) -> Result<Option<AwaitingSignature>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.awaiting_by_token(token_hash, now).await,
-        }
+        store!(self, q => q.awaiting_by_token(token_hash, now).await)
     }
 
     /// Confirms the signature with this token hash and queues `letters` for it, in one
@@ -138,17 +164,13 @@ impl Queue {
         letters: &[NewLetter],
         now: Millis,
     ) -> Result<Confirmed, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.confirm_signature(token_hash, letters, now).await,
-        }
+        store!(self, q => q.confirm_signature(token_hash, letters, now).await)
     }
 
     /// Deletes signatures whose confirmation link expired before `now`, with their queued
     /// confirmation emails. Returns how many signatures.
     pub async fn delete_expired_awaiting(&self, now: Millis) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.delete_expired_awaiting(now).await,
-        }
+        store!(self, q => q.delete_expired_awaiting(now).await)
     }
 
     /// The response stored for this API key (hash) and idempotency key, if any.
@@ -157,9 +179,7 @@ impl Queue {
         api_key_hash: &str,
         key: &str,
     ) -> Result<Option<StoredResponse>, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.idempotent_response(api_key_hash, key).await,
-        }
+        store!(self, q => q.idempotent_response(api_key_hash, key).await)
     }
 
     /// Stores a response under this API key (hash) and idempotency key; the first one stored
@@ -171,25 +191,32 @@ impl Queue {
         response: &StoredResponse,
         now: Millis,
     ) -> Result<StoredResponse, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => {
-                q.store_idempotent_response(api_key_hash, key, response, now)
-                    .await
-            }
-        }
+        store!(self, q => q.store_idempotent_response(api_key_hash, key, response, now) .await)
     }
 
     /// Forgets idempotency keys stored before `before`. Returns how many.
     pub async fn prune_idempotency_keys(&self, before: Millis) -> Result<u64, QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.prune_idempotency_keys(before).await,
-        }
+        store!(self, q => q.prune_idempotency_keys(before).await)
     }
 
     /// Checks the database answers (readiness probes).
     pub async fn ping(&self) -> Result<(), QueueError> {
-        match &self.backend {
-            Backend::Sqlite(q) => q.ping().await,
-        }
+        store!(self, q => q.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_again_resends_the_link_up_to_the_limit_and_only_while_awaiting() {
+        assert_eq!(again_step(None, 1), AgainStep::Duplicate);
+        assert_eq!(again_step(Some(9), 1), AgainStep::Resend { n: 2 });
+        assert_eq!(
+            again_step(Some(9), MAX_CONFIRMATION_EMAILS),
+            AgainStep::ResendLimit
+        );
+        assert_eq!(confirmation_target(3), "confirmation.3");
     }
 }

@@ -1,17 +1,16 @@
-//! SQLite for web and API intake (see `queue/web_intake.rs` for the contract): signatures with
-//! consents, double opt-in and idempotency keys. Every write is one transaction that begins
+//! SQLite for web and API intake (see `queue/web_intake.rs` for the contract and the
+//! policies): double opt-in and idempotency keys. Every write is one transaction that begins
 //! with a write, like the rest of the SQLite queue.
 
 use super::{bind_signature, SqliteQueue, SIGNATURE_COLUMNS};
 use crate::domain::NewSigner;
+use crate::queue::store::IntakeStore;
+use crate::queue::web_intake::{again_step, confirmation_target, AgainStep, CONFIRMATION_PRIORITY};
 use crate::queue::{
     AwaitingRecorded, AwaitingSignature, Confirmed, IntakeDetails, Millis, NewAwaitingSignature,
-    NewLetter, NewSignature, QueueError, Recorded, StoredResponse, MAX_CONFIRMATION_EMAILS,
+    NewLetter, NewSignature, QueueError, StoredResponse,
 };
 use sqlx::{Row, Sqlite, Transaction};
-
-/// Confirmation emails go before letters.
-const CONFIRMATION_PRIORITY: i64 = 10;
 
 /// Inserts the signature row; `None` when the signer already signed this campaign.
 async fn insert_signature(
@@ -96,8 +95,7 @@ async fn insert_confirmation(
     now: Millis,
 ) -> Result<(), QueueError> {
     let mut email = p.confirmation.email.clone();
-    // A dot is never part of a campaign's target id, so this cannot collide with a letter.
-    email.target_id = format!("confirmation.{n}");
+    email.target_id = confirmation_target(n);
     let row = NewLetter {
         letter: email,
         message_id: p.confirmation.message_id.clone(),
@@ -114,17 +112,8 @@ async fn insert_confirmation(
     .await
 }
 
-impl SqliteQueue {
-    pub(in crate::queue) async fn record_signatures_with_details(
-        &self,
-        batch: &[NewSignature],
-        details: &[IntakeDetails],
-        now: Millis,
-    ) -> Result<Vec<Recorded>, QueueError> {
-        self.record_batch(batch, details, now).await
-    }
-
-    pub(in crate::queue) async fn record_awaiting(
+impl IntakeStore for SqliteQueue {
+    async fn record_awaiting(
         &self,
         p: &NewAwaitingSignature,
         now: Millis,
@@ -150,20 +139,23 @@ impl SqliteQueue {
         let id: i64 = row.try_get("id")?;
         let public_id: String = row.try_get("public_id")?;
         let expires: Option<Millis> = row.try_get("confirm_expires_at")?;
-        if expires.is_none() {
-            tx.commit().await?;
-            return Ok(AwaitingRecorded::Duplicate { public_id });
-        }
         let sent: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM letters WHERE signature_id = ?1 AND kind = 'confirmation'",
         )
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        if sent >= MAX_CONFIRMATION_EMAILS {
-            tx.commit().await?;
-            return Ok(AwaitingRecorded::ResendLimit { public_id });
-        }
+        let n = match again_step(expires, sent) {
+            AgainStep::Duplicate => {
+                tx.commit().await?;
+                return Ok(AwaitingRecorded::Duplicate { public_id });
+            }
+            AgainStep::ResendLimit => {
+                tx.commit().await?;
+                return Ok(AwaitingRecorded::ResendLimit { public_id });
+            }
+            AgainStep::Resend { n } => n,
+        };
         // The latest details win: the signer may have corrected a typo in their name.
         let s = &sig.signer;
         sqlx::query(
@@ -188,12 +180,12 @@ impl SqliteQueue {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        insert_confirmation(&mut tx, id, p, sent + 1, now).await?;
+        insert_confirmation(&mut tx, id, p, n, now).await?;
         tx.commit().await?;
         Ok(AwaitingRecorded::Resent { public_id })
     }
 
-    pub(in crate::queue) async fn awaiting_by_token(
+    async fn awaiting_by_token(
         &self,
         token_hash: &str,
         now: Millis,
@@ -227,7 +219,7 @@ impl SqliteQueue {
         }))
     }
 
-    pub(in crate::queue) async fn confirm_signature(
+    async fn confirm_signature(
         &self,
         token_hash: &str,
         letters: &[NewLetter],
@@ -269,10 +261,7 @@ impl SqliteQueue {
         })
     }
 
-    pub(in crate::queue) async fn delete_expired_awaiting(
-        &self,
-        now: Millis,
-    ) -> Result<u64, QueueError> {
+    async fn delete_expired_awaiting(&self, now: Millis) -> Result<u64, QueueError> {
         // Letters and attempts go with them (ON DELETE CASCADE). An awaiting signature has only
         // confirmation emails: its letters are created when it is confirmed.
         Ok(sqlx::query(
@@ -286,7 +275,7 @@ impl SqliteQueue {
         .rows_affected())
     }
 
-    pub(in crate::queue) async fn idempotent_response(
+    async fn idempotent_response(
         &self,
         api_key_hash: &str,
         key: &str,
@@ -302,7 +291,7 @@ impl SqliteQueue {
         row.map(|r| stored(&r)).transpose()
     }
 
-    pub(in crate::queue) async fn store_idempotent_response(
+    async fn store_idempotent_response(
         &self,
         api_key_hash: &str,
         key: &str,
@@ -336,10 +325,7 @@ impl SqliteQueue {
         stored(&row)
     }
 
-    pub(in crate::queue) async fn prune_idempotency_keys(
-        &self,
-        before: Millis,
-    ) -> Result<u64, QueueError> {
+    async fn prune_idempotency_keys(&self, before: Millis) -> Result<u64, QueueError> {
         Ok(
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
                 .bind(before)
@@ -347,11 +333,6 @@ impl SqliteQueue {
                 .await?
                 .rows_affected(),
         )
-    }
-
-    pub(in crate::queue) async fn ping(&self) -> Result<(), QueueError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 }
 
