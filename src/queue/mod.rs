@@ -1,5 +1,6 @@
 //! The durable queue: signatures, their letters and every attempt to send one, behind one API
-//! whatever the database. Each store's SQL lives in its own file (`sqlite.rs`) behind one
+//! whatever the database. Each store's SQL lives in its own file (`sqlite.rs` for one process
+//! on one machine, `postgres.rs` for many processes on many machines) behind one
 //! crate-private interface (`store.rs`); what is not SQL is here and in `moves.rs` (every state
 //! write, as data checked against `domain::TRANSITIONS`) and `rows.rs` (decoding and folding
 //! rows), shared by every store.
@@ -16,6 +17,7 @@
 //! password.
 
 mod moves;
+mod postgres;
 mod rows;
 mod sqlite;
 mod store;
@@ -272,18 +274,27 @@ pub struct Queue {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteQueue),
+    Postgres(postgres::PgQueue),
 }
 
 impl Queue {
     /// Opens the database at `url` (creating an SQLite file if missing) and applies migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Queue, QueueError> {
-        if url.starts_with("sqlite:") {
-            let q = sqlite::SqliteQueue::connect(url, max_connections).await?;
-            Ok(Queue {
-                backend: Backend::Sqlite(q),
-            })
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::SqliteQueue::connect(url, max_connections).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::PgQueue::connect(url, max_connections).await?)
         } else {
-            Err(QueueError::Unsupported(url.to_owned()))
+            return Err(QueueError::Unsupported(url.to_owned()));
+        };
+        Ok(Queue { backend })
+    }
+
+    /// Which store this queue is on: `sqlite` or `postgres`.
+    pub fn store_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::{
     AttemptRecord, ClaimedLetter, LetterSummary, Millis, NewSignature, NextState, QueueError,
-    Recorded, StatusReport, TargetCount,
+    Recorded, RelayHealthRecord, StatusReport, TargetCount,
 };
 use crate::domain::{EmailAddress, LanguageTag, Letter, LetterState};
 use std::collections::{HashMap, HashSet};
@@ -244,6 +244,50 @@ pub(super) fn recorded(
                 })
         })
         .collect()
+}
+
+/// The columns of a new `signatures` row that every intake path writes, in this order.
+pub(super) const SIGNATURE_COLUMNS: &str = "public_id, campaign, email, email_normalized, \
+    first_name, last_name, city, postal_code, country, language, message, source, created_at, \
+    consent_contact, referrer";
+
+/// The relay's health record as a store reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RelayHealthRow {
+    pub(super) relay: String,
+    pub(super) state: String,
+    pub(super) since: i64,
+    pub(super) stage: Option<String>,
+    pub(super) code: Option<i64>,
+    pub(super) enhanced_code: Option<String>,
+    pub(super) reply: Option<String>,
+    pub(super) hint: Option<String>,
+    pub(super) retry_at: Option<i64>,
+    pub(super) worker: String,
+    pub(super) updated_at: i64,
+}
+
+impl RelayHealthRow {
+    pub(super) fn into_record(self) -> Result<RelayHealthRecord, QueueError> {
+        let usable = match self.state.as_str() {
+            "usable" => true,
+            "unusable" => false,
+            other => return Err(decode_error(format!("unknown relay state `{other}`"))),
+        };
+        Ok(RelayHealthRecord {
+            relay: self.relay,
+            usable,
+            since: self.since,
+            stage: self.stage,
+            code: self.code.map(|c| c as u16),
+            enhanced_code: self.enhanced_code,
+            reply: self.reply,
+            hint: self.hint,
+            retry_at: self.retry_at,
+            worker: self.worker,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 /// A campaign's pause is stored with this target id: it covers every target.

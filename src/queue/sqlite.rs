@@ -19,7 +19,7 @@ use super::{
 };
 use crate::domain::LetterState;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -82,11 +82,8 @@ fn record_update_tail() -> &'static str {
     })
 }
 
-/// The columns of a new `signatures` row that every intake path writes, in the order
-/// `bind_signature` binds them.
-const SIGNATURE_COLUMNS: &str = "public_id, campaign, email, email_normalized, first_name, \
-    last_name, city, postal_code, country, language, message, source, created_at, \
-    consent_contact, referrer";
+/// The columns of a new `signatures` row, in the order `bind_signature` binds them.
+pub(super) use super::rows::SIGNATURE_COLUMNS;
 
 type ScalarQuery<'q, O> =
     sqlx::query::QueryScalar<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>;
@@ -911,39 +908,16 @@ impl Store for SqliteQueue {
     }
 
     async fn relay_health(&self) -> Result<Vec<RelayHealthRecord>, QueueError> {
-        let rows = sqlx::query(
+        let records: Vec<rows::RelayHealthRow> = sqlx::query_as(
             "SELECT relay, state, since, stage, code, enhanced_code, reply, hint, retry_at,
                     worker, updated_at
                FROM relay_health ORDER BY relay",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                let usable = match state.as_str() {
-                    "usable" => true,
-                    "unusable" => false,
-                    other => {
-                        return Err(QueueError::Database(sqlx::Error::Decode(
-                            format!("unknown relay state `{other}`").into(),
-                        )))
-                    }
-                };
-                Ok(RelayHealthRecord {
-                    relay: row.try_get("relay")?,
-                    usable,
-                    since: row.try_get("since")?,
-                    stage: row.try_get("stage")?,
-                    code: row.try_get::<Option<i64>, _>("code")?.map(|c| c as u16),
-                    enhanced_code: row.try_get("enhanced_code")?,
-                    reply: row.try_get("reply")?,
-                    hint: row.try_get("hint")?,
-                    retry_at: row.try_get("retry_at")?,
-                    worker: row.try_get("worker")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
+        records
+            .into_iter()
+            .map(rows::RelayHealthRow::into_record)
             .collect()
     }
 

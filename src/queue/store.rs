@@ -129,6 +129,7 @@ macro_rules! store {
     ($queue:expr, $s:ident => $call:expr) => {
         match &$queue.backend {
             $crate::queue::Backend::Sqlite($s) => $call,
+            $crate::queue::Backend::Postgres($s) => $call,
         }
     };
 }
