@@ -334,8 +334,10 @@ async fn a_wrong_password_sends_nothing_fails_no_letter_and_exits_2() {
         letters.values().all(|(_, _, state)| state == "queued"),
         "every letter is still queued"
     );
+    // PostgreSQL's SUM of a BIGINT is a NUMERIC: cast back, to read an i64 on either backend.
     let (attempts, spent): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM attempts), (SELECT SUM(attempts) FROM letters)",
+        "SELECT (SELECT COUNT(*) FROM attempts),
+                (SELECT CAST(SUM(attempts) AS BIGINT) FROM letters)",
     )
     .fetch_one(&app.db().await)
     .await

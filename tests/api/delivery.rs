@@ -93,11 +93,13 @@ async fn the_message_id_is_the_one_stored_with_the_letter() {
 
     app.send_all().await;
 
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT message_id FROM letters ORDER BY message_id")
-            .fetch_all(&app.db().await)
-            .await
-            .unwrap();
+    // Sorted here, as `seen` is: ORDER BY follows the database's collation, which on
+    // PostgreSQL need not be byte order.
+    let mut stored: Vec<String> = sqlx::query_scalar("SELECT message_id FROM letters")
+        .fetch_all(&app.db().await)
+        .await
+        .unwrap();
+    stored.sort();
     let mut seen: Vec<String> = server
         .received()
         .iter()

@@ -1,15 +1,17 @@
-//! Spawning the application for a test: a temporary folder holding the SQLite file, a copy of
-//! the campaigns under `letters/` and the outbox, settings built from `MISSIVE_*` pairs exactly
-//! as the binary builds them, and small helpers to sign, send and look into the database.
-//! Logs stay quiet unless `TEST_LOG=1`.
+//! Spawning the application for a test: a database of its own (an SQLite file in a temporary
+//! folder, or a fresh PostgreSQL database with `MISSIVE_TEST_DATABASE_URL`: `db_helpers`), a
+//! copy of the campaigns under `letters/` and the outbox in that folder, settings built from
+//! `MISSIVE_*` pairs exactly as the binary builds them, and small helpers to sign, send and look
+//! into the database. Logs stay quiet unless `TEST_LOG=1`.
 
+use crate::db_helpers::TestDatabase;
 use missive::config::Settings;
 use missive::domain::NewSigner;
 use missive::intake;
 use missive::queue::{Recorded, Source, StatusReport};
 use missive::startup::App;
 use missive::worker::{RunOptions, RunSummary};
-use sqlx::sqlite::SqlitePool;
+use sqlx::AnyPool;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +23,8 @@ pub(crate) struct TestApp {
     pub(crate) settings: Settings,
     pub(crate) app: App,
     pub(crate) env: Vec<(String, String)>,
+    /// Last, so it is dropped after the app's pool (a PostgreSQL database goes with it).
+    pub(crate) database: TestDatabase,
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -36,13 +40,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The environment a test app runs with: everything inside `dir`, pacing out of the way.
-pub(crate) fn base_env(dir: &Path) -> Vec<(String, String)> {
+/// The environment a test app runs with: the database at `database_url`, everything else
+/// inside `dir`, pacing out of the way.
+pub(crate) fn base_env(dir: &Path, database_url: &str) -> Vec<(String, String)> {
     [
-        (
-            "MISSIVE_DATABASE__URL",
-            format!("sqlite://{}", dir.join("missive.db").display()),
-        ),
+        ("MISSIVE_DATABASE__URL", database_url.to_owned()),
         (
             "MISSIVE_LETTERS__DIR",
             dir.join("letters").display().to_string(),
@@ -125,7 +127,8 @@ pub(crate) async fn ana_over_one_connection(server: &crate::smtp_server::Scripte
 /// Spawns the app with extra `MISSIVE_*` settings (e.g. `MISSIVE_SMTP__URL`).
 pub(crate) async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = test_folder();
-    let mut env = base_env(dir.path());
+    let database = TestDatabase::create(dir.path()).await;
+    let mut env = base_env(dir.path(), database.url());
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::load(None, env.clone()).expect("test settings load");
     let app = App::build(settings.clone()).await.expect("app builds");
@@ -134,6 +137,7 @@ pub(crate) async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         settings,
         app,
         env,
+        database,
     }
 }
 
@@ -191,11 +195,9 @@ impl TestApp {
         self.app.queue.status(None).await.unwrap()
     }
 
-    /// A second connection to the database, for assertions.
-    pub(crate) async fn db(&self) -> SqlitePool {
-        SqlitePool::connect(&self.settings.database.url)
-            .await
-            .unwrap()
+    /// A second connection to the database, for assertions (SQL that runs on both backends).
+    pub(crate) async fn db(&self) -> AnyPool {
+        self.database.connect().await
     }
 
     /// The real `missive` binary, run in this app's folder with its settings.

@@ -684,7 +684,7 @@ async fn status_warns_when_deferred_letters_near_their_maximum_age() {
     // One letter deferred since 110 hours ago: within a day of the default 120.
     let queued_at = missive::queue::now_millis() - 110 * 3_600_000;
     sqlx::query(
-        "UPDATE letters SET state = 'deferred', attempts = 3, queued_at = ?1
+        "UPDATE letters SET state = 'deferred', attempts = 3, queued_at = $1
           WHERE id = (SELECT MIN(id) FROM letters)",
     )
     .bind(queued_at)

@@ -1,7 +1,9 @@
-//! The queue's state machine, property-tested against a real SQLite queue: random sequences of
-//! every queue operation, with every letter's state read after each one; each change must be an
-//! edge of `domain::TRANSITIONS`, and fenced writes with a stale token must change nothing.
+//! The queue's state machine, property-tested against a real queue (SQLite, or PostgreSQL with
+//! `MISSIVE_TEST_DATABASE_URL`): random sequences of every queue operation, with every letter's
+//! state read after each one; each change must be an edge of `domain::TRANSITIONS`, and fenced
+//! writes with a stale token must change nothing.
 
+use crate::db_helpers::Backend;
 use crate::helpers::{signer, spawn_app, spawn_app_with_ana, TestApp};
 use missive::domain::LetterState;
 use missive::queue::{AttemptRecord, ClaimRequest, NextState, Scope};
@@ -217,14 +219,27 @@ async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_er
         .fetch_one(&db)
         .await
         .unwrap();
-    sqlx::query(&format!(
-        "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters
-          WHEN new.state = 'claimed' AND new.id = {doomed}
-          BEGIN DELETE FROM letters WHERE id = new.id; END"
-    ))
-    .execute(&db)
-    .await
-    .unwrap();
+    // The one SQL in the suite written per backend: a trigger has no common syntax.
+    let trigger = match app.database.backend() {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters
+              WHEN new.state = 'claimed' AND new.id = {doomed}
+              BEGIN DELETE FROM letters WHERE id = new.id; END"
+        )],
+        Backend::Postgres => vec![
+            "CREATE FUNCTION erase_on_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN DELETE FROM letters WHERE id = new.id; RETURN NULL; END $$"
+                .to_owned(),
+            format!(
+                "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters FOR EACH ROW
+                  WHEN (new.state = 'claimed' AND new.id = {doomed})
+                  EXECUTE FUNCTION erase_on_claim()"
+            ),
+        ],
+    };
+    for statement in trigger {
+        sqlx::query(&statement).execute(&db).await.unwrap();
+    }
 
     // Act
     let claimed = claim_up_to(&app.app.queue, 1, missive::queue::now_millis(), 10)

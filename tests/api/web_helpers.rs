@@ -1,13 +1,15 @@
-//! Spawning Missive for the web intake tests: a fresh SQLite file, a copy of the example
-//! campaign (optionally with double opt-in), an outbox folder and settings from `MISSIVE_*`
-//! pairs, all in a temporary folder per test. Tests drive the router directly with `oneshot`
-//! (no socket) or, for the browser, run the whole application on 127.0.0.1:0.
+//! Spawning Missive for the web intake tests: a fresh database (an SQLite file, or a PostgreSQL
+//! database of its own with `MISSIVE_TEST_DATABASE_URL`: `db_helpers`), and a copy of the
+//! example campaign (optionally with double opt-in), an outbox folder and settings from
+//! `MISSIVE_*` pairs, in a temporary folder per test. Tests drive the router directly with
+//! `oneshot` (no socket) or, for the browser, run the whole application on 127.0.0.1:0.
 
 #![allow(
     dead_code,
     reason = "test support, used piecemeal by the web and browser tests"
 )]
 
+use crate::db_helpers::TestDatabase;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use missive::config::Settings;
@@ -40,8 +42,9 @@ pub(crate) struct TestApp {
     pub(crate) app: App,
     pub(crate) state: AppState,
     pub(crate) outbox: PathBuf,
-    pub(crate) db_path: PathBuf,
     pub(crate) dir: tempfile::TempDir,
+    /// Last, so it is dropped after the app's pool (a PostgreSQL database goes with it).
+    pub(crate) database: TestDatabase,
 }
 
 /// A response, read whole.
@@ -80,14 +83,11 @@ pub(crate) fn copy_letters(dir: &Path, confirm: bool) -> PathBuf {
     letters
 }
 
-/// Settings for a test in `dir`.
-pub(crate) fn settings(dir: &Path, opts: &Spawn) -> Settings {
+/// Settings for a test in `dir` on the database at `database_url`.
+pub(crate) fn settings(dir: &Path, database_url: &str, opts: &Spawn) -> Settings {
     let letters = copy_letters(dir, opts.confirm);
     let mut env: Vec<(String, String)> = vec![
-        (
-            "MISSIVE_DATABASE__URL".into(),
-            format!("sqlite://{}", dir.join("missive.db").display()),
-        ),
+        ("MISSIVE_DATABASE__URL".into(), database_url.to_owned()),
         ("MISSIVE_LETTERS__DIR".into(), letters.display().to_string()),
         (
             "MISSIVE_OUTBOX__DIR".into(),
@@ -110,15 +110,16 @@ pub(crate) fn settings(dir: &Path, opts: &Spawn) -> Settings {
 /// A Missive for router tests: built, migrated, not listening.
 pub(crate) async fn spawn(opts: Spawn) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), &opts);
+    let database = TestDatabase::create(dir.path()).await;
+    let settings = settings(dir.path(), database.url(), &opts);
     let app = App::build(settings).await.expect("the app builds");
     let state = AppState::new(&app.settings, app.registry.clone(), app.queue.clone()).unwrap();
     TestApp {
         outbox: dir.path().join("outbox"),
-        db_path: dir.path().join("missive.db"),
         app,
         state,
         dir,
+        database,
     }
 }
 
@@ -140,18 +141,20 @@ pub(crate) struct RunningApp {
     stop: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
+    _database: TestDatabase,
 }
 
 /// Runs the whole application (server and worker) on a free port.
 pub(crate) async fn spawn_running(mut opts: Spawn) -> RunningApp {
     let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(dir.path()).await;
     // The browser posts forms with its Origin, which must be base_url's: pick the port first.
     let port = free_port();
     opts.env
         .push(("MISSIVE_HTTP__BIND", format!("127.0.0.1:{port}")));
     opts.env
         .push(("MISSIVE_HTTP__BASE_URL", format!("http://127.0.0.1:{port}")));
-    let settings = settings(dir.path(), &opts);
+    let settings = settings(dir.path(), database.url(), &opts);
     let application = Application::build_with(settings, ServeOptions::default())
         .await
         .expect("the application builds");
@@ -167,6 +170,7 @@ pub(crate) async fn spawn_running(mut opts: Spawn) -> RunningApp {
         stop,
         handle: Some(handle),
         _dir: dir,
+        _database: database,
     }
 }
 
@@ -327,17 +331,19 @@ impl TestApp {
         s.by_state.values().sum::<i64>() + s.confirmations.values().sum::<i64>()
     }
 
-    /// One column of the only signature row, read straight from the database.
+    /// Each signature's email, contact consent (1 or 0) and referrer, read straight from the
+    /// database. The consent is BOOLEAN on PostgreSQL and 0 or 1 on SQLite: `CASE WHEN` reads
+    /// both as the same integer.
     pub(crate) async fn signature_rows(&self) -> Vec<(String, i64, Option<String>)> {
         use sqlx::Row as _;
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db_path.display()))
-            .await
-            .unwrap();
-        let rows =
-            sqlx::query("SELECT email, consent_contact, referrer FROM signatures ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let pool = self.database.connect().await;
+        let rows = sqlx::query(
+            "SELECT email, CASE WHEN consent_contact THEN 1 ELSE 0 END, referrer
+               FROM signatures ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
         let out = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
