@@ -210,33 +210,49 @@ async fn a_batch_of_records_moves_letters_as_the_same_records_one_by_one_would()
 }
 
 #[tokio::test]
+async fn a_letter_erased_after_its_claim_is_never_marked_sending_so_never_sent() {
+    // Arrange: a signer's letters claimed; then one is deleted, as an erasure would.
+    let app = spawn_app_with_ana(&[]).await;
+    let q = &app.app.queue;
+    let now = missive::queue::now_millis();
+    let claimed = claim_up_to(q, 7, now, 10).await.unwrap();
+    let erased = claimed[0].id;
+    sqlx::query("DELETE FROM letters WHERE id = $1")
+        .bind(erased)
+        .execute(&app.db().await)
+        .await
+        .unwrap();
+
+    // Act: the worker asks for every claimed letter's `sending` mark.
+    let ids: Vec<i64> = claimed.iter().map(|l| l.id).collect();
+    let marked = q.mark_sending(7, &ids, now).await.unwrap();
+
+    // Assert: the erased letter's mark is refused, so no byte of it is transmitted.
+    assert_eq!(marked.len(), ids.len() - 1);
+    assert!(!marked.contains(&erased));
+}
+
+#[tokio::test]
 async fn a_letter_deleted_between_its_claim_and_its_reading_is_skipped_not_an_error() {
     // Arrange: four letters; a trigger deletes one as soon as it is claimed, standing in for
     // an erasure that lands between the claim and the read of the letters' texts.
     let app = spawn_app_with_ana(&[]).await;
+    if app.database.backend() == Backend::Postgres {
+        // PostgreSQL claims and reads the texts in one statement: nothing can land between
+        // them (an erasure after the claim is refused its mark, tested above).
+        eprintln!("note: SQLite only: on PostgreSQL the claim reads the texts itself");
+        return;
+    }
     let db = app.db().await;
     let doomed: i64 = sqlx::query_scalar("SELECT MIN(id) FROM letters")
         .fetch_one(&db)
         .await
         .unwrap();
-    // The one SQL in the suite written per backend: a trigger has no common syntax.
-    let trigger = match app.database.backend() {
-        Backend::Sqlite => vec![format!(
-            "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters
-              WHEN new.state = 'claimed' AND new.id = {doomed}
-              BEGIN DELETE FROM letters WHERE id = new.id; END"
-        )],
-        Backend::Postgres => vec![
-            "CREATE FUNCTION erase_on_claim() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN DELETE FROM letters WHERE id = new.id; RETURN NULL; END $$"
-                .to_owned(),
-            format!(
-                "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters FOR EACH ROW
-                  WHEN (new.state = 'claimed' AND new.id = {doomed})
-                  EXECUTE FUNCTION erase_on_claim()"
-            ),
-        ],
-    };
+    let trigger = [format!(
+        "CREATE TRIGGER erase_on_claim AFTER UPDATE OF state ON letters
+          WHEN new.state = 'claimed' AND new.id = {doomed}
+          BEGIN DELETE FROM letters WHERE id = new.id; END"
+    )];
     for statement in trigger {
         sqlx::query(&statement).execute(&db).await.unwrap();
     }
