@@ -87,6 +87,15 @@ impl PgQueue {
             source,
         };
         let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        // One connection first, so a server that cannot be reached (or refuses the login)
+        // says why at once; the pool alone would retry until its timeout, then say only that.
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .map_err(connect_err)?,
+        )
+        .await
+        .map_err(connect_err)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
