@@ -49,6 +49,12 @@ pub enum Command {
     /// Run the web intake (action pages, form, API) and the worker until stopped (SIGINT or
     /// SIGTERM), sending letters as they come due.
     Serve(ServeArgs),
+    /// Run the worker alone until stopped (SIGINT or SIGTERM), sending letters as they come
+    /// due: `serve --no-worker` processes take the signatures.
+    Worker(WorkerArgs),
+    /// Apply the database's pending migrations (for a deploy on PostgreSQL, before starting
+    /// the new version's processes) and say which.
+    Migrate,
 }
 
 /// `missive preview`
@@ -191,8 +197,16 @@ pub struct ServeArgs {
     /// Only this campaign's letters.
     #[arg(long)]
     pub campaign: Option<String>,
-    /// Serve only the web intake; letters wait for a worker run elsewhere (`missive serve` or
-    /// `missive send`).
+    /// Serve only the web intake; letters wait for a worker run elsewhere (`missive worker`,
+    /// `missive serve` or `missive send`).
     #[arg(long)]
     pub no_worker: bool,
+}
+
+/// `missive worker`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Only this campaign's letters.
+    #[arg(long)]
+    pub campaign: Option<String>,
 }

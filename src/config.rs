@@ -40,6 +40,9 @@ pub struct Settings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+    /// PostgreSQL: apply pending migrations when a process starts (else `missive migrate`
+    /// does, and a process finding them pending stops). SQLite always migrates its file.
+    pub migrate_on_start: bool,
 }
 
 impl DatabaseSettings {

@@ -44,8 +44,7 @@ impl App {
             registry,
             transport,
         } = Campaigns::load(&settings)?;
-        let queue =
-            Queue::connect(&settings.database.url, settings.database.max_connections).await?;
+        let queue = Queue::open(&settings.database).await?;
         Ok(App {
             settings,
             registry,

@@ -4,6 +4,7 @@
 
 mod check;
 mod import;
+mod migrate;
 mod organise;
 mod plan;
 mod preview;
@@ -13,6 +14,7 @@ mod send;
 mod serve;
 mod sign;
 mod status;
+mod worker;
 
 use crate::cli::{Cli, Command};
 use crate::config::Settings;
@@ -32,7 +34,7 @@ pub enum Outcome {
 
 /// Runs the command line and returns the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
         "info"
     } else {
         "warn"
@@ -72,6 +74,8 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<Outcome
         Command::Plan(args) => plan::run(args, settings).await,
         Command::Resolve(args) => resolve::run(args, settings).await,
         Command::Serve(args) => serve::run(args, settings).await,
+        Command::Worker(args) => worker::run(args, settings).await,
+        Command::Migrate => migrate::run(&settings).await,
     }
 }
 

@@ -14,7 +14,7 @@ async fn open(args: &TargetScopeArgs, settings: &Settings) -> anyhow::Result<Que
     if let Some(t) = &args.target {
         campaign.require_target(t)?;
     }
-    Ok(Queue::connect(&settings.database.url, settings.database.max_connections).await?)
+    Ok(Queue::open(&settings.database).await?)
 }
 
 fn what(args: &TargetScopeArgs) -> String {

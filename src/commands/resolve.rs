@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::queue::{now_millis, Queue, Scope};
 
 pub(super) async fn run(args: ResolveArgs, settings: Settings) -> anyhow::Result<Outcome> {
-    let queue = Queue::connect(&settings.database.url, settings.database.max_connections).await?;
+    let queue = Queue::open(&settings.database).await?;
     let scope = Scope {
         campaign: args.campaign.as_deref(),
         letter: args.letter,

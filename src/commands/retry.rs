@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::queue::{now_millis, Queue, RetryOutcome};
 
 pub(super) async fn run(args: RetryArgs, settings: Settings) -> anyhow::Result<Outcome> {
-    let queue = Queue::connect(&settings.database.url, settings.database.max_connections).await?;
+    let queue = Queue::open(&settings.database).await?;
     let outcome = if let Some(id) = args.letter {
         match queue.retry_letter(id, now_millis()).await? {
             RetryOutcome::Requeued => {

@@ -23,7 +23,7 @@ struct StatusOutput {
 }
 
 pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<Outcome> {
-    let queue = Queue::connect(&settings.database.url, settings.database.max_connections).await?;
+    let queue = Queue::open(&settings.database).await?;
     let campaign = args.campaign.as_deref();
     let report = queue.status(campaign).await?;
     let relays = queue.relay_health().await?;

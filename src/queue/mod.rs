@@ -16,6 +16,7 @@
 //! Depends on `domain`, and on `config::redact_url` so that no error shows a database
 //! password.
 
+mod migrations;
 mod moves;
 mod postgres;
 mod rows;
@@ -52,8 +53,22 @@ pub enum QueueError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the database url `{}` is not supported yet (hint: use sqlite://FILE)", crate::config::redact_url(.0))]
+    #[error("the database url `{}` is not supported (hint: use sqlite://FILE or postgres://...)", crate::config::redact_url(.0))]
     Unsupported(String),
+    #[error(
+        "the database lacks migrations this version of Missive needs: {0} \
+         (hint: run `missive migrate` once, or set database.migrate_on_start = true)"
+    )]
+    MigrationsPending(String),
+    #[error(
+        "the database was migrated by a newer Missive (its migration {0} is unknown here) \
+         (hint: run the newer version, or restore a backup taken before the upgrade)"
+    )]
+    MigratedByNewer(i64),
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Where a signature came from.
@@ -280,14 +295,44 @@ enum Backend {
 impl Queue {
     /// Opens the database at `url` (creating an SQLite file if missing) and applies migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Queue, QueueError> {
+        Queue::connect_with(url, max_connections, true).await
+    }
+
+    /// Opens the database as `[database]` says: on PostgreSQL, migrations are applied only
+    /// with `migrate_on_start`, and a schema with migrations pending is an error.
+    pub async fn open(settings: &crate::config::DatabaseSettings) -> Result<Queue, QueueError> {
+        Queue::connect_with(
+            &settings.url,
+            settings.max_connections,
+            settings.migrate_on_start,
+        )
+        .await
+    }
+
+    async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        migrate: bool,
+    ) -> Result<Queue, QueueError> {
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite(sqlite::SqliteQueue::connect(url, max_connections).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::PgQueue::connect(url, max_connections).await?)
+        } else if is_postgres(url) {
+            Backend::Postgres(postgres::PgQueue::connect(url, max_connections, migrate).await?)
         } else {
             return Err(QueueError::Unsupported(url.to_owned()));
         };
         Ok(Queue { backend })
+    }
+
+    /// Applies the migrations not applied yet; returns the descriptions of those it applied.
+    pub async fn migrate(url: &str) -> Result<Vec<String>, QueueError> {
+        if is_postgres(url) {
+            postgres::PgQueue::migrate(url).await
+        } else if url.starts_with("sqlite:") {
+            sqlite::SqliteQueue::migrate(url).await
+        } else {
+            Err(QueueError::Unsupported(url.to_owned()))
+        }
     }
 
     /// Which store this queue is on: `sqlite` or `postgres`.

@@ -79,9 +79,32 @@ fn record_moves_sql() -> &'static str {
 }
 
 impl PgQueue {
-    /// Connects to the database at `url` with a pool of `max_connections`, and applies the
-    /// migrations not applied yet.
-    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
+    /// Connects to the database at `url` with a pool of `max_connections`; applies the
+    /// migrations not applied yet with `migrate`, else refuses a schema they are pending on.
+    pub(super) async fn connect(
+        url: &str,
+        max_connections: u32,
+        migrate: bool,
+    ) -> Result<Self, QueueError> {
+        let pool = PgQueue::pool(url, max_connections).await?;
+        if migrate {
+            MIGRATOR.run(&pool).await?;
+        } else {
+            super::migrations::check(&MIGRATOR, &pool).await?;
+        }
+        Ok(PgQueue { pool })
+    }
+
+    /// Applies the pending migrations; returns them.
+    pub(super) async fn migrate(url: &str) -> Result<Vec<String>, QueueError> {
+        let pool = PgQueue::pool(url, 2).await?;
+        let applied = super::migrations::apply(&MIGRATOR, &pool).await;
+        pool.close().await;
+        applied
+    }
+
+    /// A pool over the database, its schema not looked at.
+    async fn pool(url: &str, max_connections: u32) -> Result<PgPool, QueueError> {
         let connect_err = |source| QueueError::Connect {
             url: crate::config::redact_url(url),
             source,
@@ -96,14 +119,12 @@ impl PgQueue {
         )
         .await
         .map_err(connect_err)?;
-        let pool = PgPoolOptions::new()
+        PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
-            .map_err(connect_err)?;
-        MIGRATOR.run(&pool).await?;
-        Ok(PgQueue { pool })
+            .map_err(connect_err)
     }
 }
 

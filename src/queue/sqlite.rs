@@ -271,14 +271,9 @@ async fn record_in(
 }
 
 impl SqliteQueue {
-    /// Opens (creating it if missing) and migrates the database file.
-    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
-        let connect_err = |source| QueueError::Connect {
-            url: crate::config::redact_url(url),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_err)?
+    /// The file's connection options: created if missing, WAL, and the tuning below.
+    fn options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+        Ok(SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // In WAL mode NORMAL survives a process crash (kill -9); only an OS crash or power
@@ -294,7 +289,33 @@ impl SqliteQueue {
             // Connections other than the writer checkpoint every ~40 MB of WAL rather than
             // 4 MB: a letter's pages are rewritten at claim, mark and record, and a checkpoint
             // copies only the latest version.
-            .pragma("wal_autocheckpoint", "10000");
+            .pragma("wal_autocheckpoint", "10000"))
+    }
+
+    /// Applies the pending migrations to the file (creating it if missing); returns them.
+    /// (Opening the queue applies them too: one process owns an SQLite file.)
+    pub(super) async fn migrate(url: &str) -> Result<Vec<String>, QueueError> {
+        let connect_err = |source| QueueError::Connect {
+            url: crate::config::redact_url(url),
+            source,
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(Self::options(url).map_err(connect_err)?)
+            .await
+            .map_err(connect_err)?;
+        let applied = super::migrations::apply(&MIGRATOR, &pool).await;
+        pool.close().await;
+        applied
+    }
+
+    /// Opens (creating it if missing) and migrates the database file.
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, QueueError> {
+        let connect_err = |source| QueueError::Connect {
+            url: crate::config::redact_url(url),
+            source,
+        };
+        let options = Self::options(url).map_err(connect_err)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .test_before_acquire(false)

@@ -45,6 +45,8 @@ fn copy_dir(from: &Path, to: &Path) {
 pub(crate) fn base_env(dir: &Path, database_url: &str) -> Vec<(String, String)> {
     [
         ("MISSIVE_DATABASE__URL", database_url.to_owned()),
+        // A fresh PostgreSQL database per test: each app migrates its own on start.
+        ("MISSIVE_DATABASE__MIGRATE_ON_START", "true".into()),
         (
             "MISSIVE_LETTERS__DIR",
             dir.join("letters").display().to_string(),

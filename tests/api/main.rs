@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod csv_import;
 mod delivery;
+mod deploy;
 mod faults;
 mod pacing;
 mod python_email;

@@ -88,6 +88,7 @@ pub(crate) fn settings(dir: &Path, database_url: &str, opts: &Spawn) -> Settings
     let letters = copy_letters(dir, opts.confirm);
     let mut env: Vec<(String, String)> = vec![
         ("MISSIVE_DATABASE__URL".into(), database_url.to_owned()),
+        ("MISSIVE_DATABASE__MIGRATE_ON_START".into(), "true".into()),
         ("MISSIVE_LETTERS__DIR".into(), letters.display().to_string()),
         (
             "MISSIVE_OUTBOX__DIR".into(),
