@@ -5,7 +5,7 @@ use super::Outcome;
 use crate::cli::TargetScopeArgs;
 use crate::config::Settings;
 use crate::letters::Registry;
-use crate::queue::{now_millis, Queue};
+use crate::queue::Queue;
 
 /// Checks the campaign and target exist, then opens the queue.
 async fn open(args: &TargetScopeArgs, settings: &Settings) -> anyhow::Result<Queue> {
@@ -27,7 +27,7 @@ fn what(args: &TargetScopeArgs) -> String {
 pub(super) async fn pause(args: TargetScopeArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = open(&args, &settings).await?;
     let n = queue
-        .pause(&args.campaign, args.target.as_deref(), now_millis())
+        .pause(&args.campaign, args.target.as_deref(), queue.now())
         .await?;
     queue.close().await;
     println!("{n}");
@@ -41,7 +41,7 @@ pub(super) async fn pause(args: TargetScopeArgs, settings: Settings) -> anyhow::
 pub(super) async fn resume(args: TargetScopeArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = open(&args, &settings).await?;
     let n = queue
-        .resume(&args.campaign, args.target.as_deref(), now_millis())
+        .resume(&args.campaign, args.target.as_deref(), queue.now())
         .await?;
     queue.close().await;
     println!("{n}");
@@ -52,7 +52,7 @@ pub(super) async fn resume(args: TargetScopeArgs, settings: Settings) -> anyhow:
 pub(super) async fn cancel(args: TargetScopeArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = open(&args, &settings).await?;
     let n = queue
-        .cancel(&args.campaign, args.target.as_deref(), now_millis())
+        .cancel(&args.campaign, args.target.as_deref(), queue.now())
         .await?;
     queue.close().await;
     println!("{n}");

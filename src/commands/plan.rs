@@ -5,7 +5,6 @@
 use super::Outcome;
 use crate::cli::PlanArgs;
 use crate::config::Settings;
-use crate::queue::now_millis;
 use crate::startup::App;
 
 /// How far ahead the plan looks.
@@ -30,7 +29,7 @@ pub(super) async fn run(args: PlanArgs, settings: Settings) -> anyhow::Result<Ou
         app.registry.get(c)?;
     }
     let dispatcher = app.dispatcher();
-    let now = now_millis();
+    let now = app.queue.now();
     let plans = dispatcher
         .plan(
             args.campaign.as_deref(),

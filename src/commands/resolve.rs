@@ -4,7 +4,7 @@
 use super::Outcome;
 use crate::cli::ResolveArgs;
 use crate::config::Settings;
-use crate::queue::{now_millis, Queue, Scope};
+use crate::queue::{Queue, Scope};
 
 pub(super) async fn run(args: ResolveArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = Queue::open(&settings.database).await?;
@@ -13,7 +13,7 @@ pub(super) async fn run(args: ResolveArgs, settings: Settings) -> anyhow::Result
         letter: args.letter,
     };
     let n = queue
-        .resolve_in_doubt(&scope, args.resend, now_millis())
+        .resolve_in_doubt(&scope, args.resend, queue.now())
         .await?;
     queue.close().await;
     println!("{n}");

@@ -3,12 +3,12 @@
 use super::Outcome;
 use crate::cli::RetryArgs;
 use crate::config::Settings;
-use crate::queue::{now_millis, Queue, RetryOutcome};
+use crate::queue::{Queue, RetryOutcome};
 
 pub(super) async fn run(args: RetryArgs, settings: Settings) -> anyhow::Result<Outcome> {
     let queue = Queue::open(&settings.database).await?;
     let outcome = if let Some(id) = args.letter {
-        match queue.retry_letter(id, now_millis()).await? {
+        match queue.retry_letter(id, queue.now()).await? {
             RetryOutcome::Requeued => {
                 eprintln!("letter {id} queued again");
                 Outcome::Ok
@@ -24,7 +24,7 @@ pub(super) async fn run(args: RetryArgs, settings: Settings) -> anyhow::Result<O
         }
     } else {
         let n = queue
-            .retry_failed(args.campaign.as_deref(), now_millis())
+            .retry_failed(args.campaign.as_deref(), queue.now())
             .await?;
         println!("{n}");
         eprintln!("{n} failed or expired letter(s) queued again; `missive send` sends them");

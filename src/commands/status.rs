@@ -6,7 +6,7 @@ use super::Outcome;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::domain::LetterState;
-use crate::queue::{now_millis, Ageing, Millis, Queue, RelayHealthRecord, StatusReport};
+use crate::queue::{Ageing, Millis, Queue, RelayHealthRecord, StatusReport};
 use std::collections::BTreeMap;
 
 /// Deferred letters this close to their maximum age are warned about.
@@ -28,7 +28,7 @@ pub(super) async fn run(args: StatusArgs, settings: Settings) -> anyhow::Result<
     let report = queue.status(campaign).await?;
     let relays = queue.relay_health().await?;
     let max_age_ms = settings.sending.max_age_hours as Millis * 3_600_000;
-    let now = now_millis();
+    let now = queue.now();
     let near_expiry = queue
         .ageing(campaign, now - max_age_ms + AGEING_WARNING_MS)
         .await?;

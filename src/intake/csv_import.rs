@@ -7,7 +7,7 @@
 use super::prepare;
 use crate::domain::{AddressPolicy, NewSigner, Signer};
 use crate::letters::{Campaign, LettersError};
-use crate::queue::{now_millis, Queue, QueueError, Recorded, Source};
+use crate::queue::{Queue, QueueError, Recorded, Source};
 use std::path::{Path, PathBuf};
 
 /// Signatures recorded per transaction.
@@ -306,7 +306,7 @@ pub async fn import_csv(
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             let queue = queue.clone();
             writing = Some(tokio::spawn(async move {
-                queue.record_signatures(&full, now_millis()).await
+                queue.record_signatures(&full, queue.now()).await
             }));
         }
     }

@@ -12,7 +12,7 @@ pub use csv_import::{import_csv, ImportError, ImportOptions, ImportReport, RowPr
 
 use crate::domain::{AddressPolicy, NewSigner, Signer, SignerError};
 use crate::letters::{Campaign, LettersError, RenderInput};
-use crate::queue::{now_millis, NewLetter, NewSignature, Queue, QueueError, Recorded, Source};
+use crate::queue::{NewLetter, NewSignature, Queue, QueueError, Recorded, Source};
 use chrono::NaiveDate;
 
 /// Errors of intake.
@@ -71,6 +71,6 @@ pub async fn sign(
 ) -> Result<Recorded, IntakeError> {
     let signer = Signer::parse(input, addresses)?;
     let sig = prepare(campaign, signer, source, chrono::Local::now().date_naive())?;
-    let mut recorded = queue.record_signatures(&[sig], now_millis()).await?;
+    let mut recorded = queue.record_signatures(&[sig], queue.now()).await?;
     Ok(recorded.pop().expect("one signature in, one result out"))
 }

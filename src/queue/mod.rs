@@ -16,6 +16,7 @@
 //! Depends on `domain`, and on `config::redact_url` so that no error shows a database
 //! password.
 
+mod clock;
 mod migrations;
 mod moves;
 mod postgres;
@@ -284,6 +285,8 @@ pub enum RetryOutcome {
 #[derive(Debug, Clone)]
 pub struct Queue {
     backend: Backend,
+    /// The database's clock, as read from this process's (`clock.rs`).
+    clock: clock::Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -321,7 +324,12 @@ impl Queue {
         } else {
             return Err(QueueError::Unsupported(url.to_owned()));
         };
-        Ok(Queue { backend })
+        let clock = match &backend {
+            // One machine's file: its clock is the database's.
+            Backend::Sqlite(_) => clock::Clock::local(),
+            Backend::Postgres(q) => clock::Clock::of_database(q.pool().clone()).await?,
+        };
+        Ok(Queue { backend, clock })
     }
 
     /// Applies the migrations not applied yet; returns the descriptions of those it applied.
@@ -333,6 +341,13 @@ impl Queue {
         } else {
             Err(QueueError::Unsupported(url.to_owned()))
         }
+    }
+
+    /// Now, on the database's clock: what every process sharing this queue agrees on (leases,
+    /// due times, the limits' arrival times), however their own clocks drift. On SQLite, this
+    /// machine's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     /// Which store this queue is on: `sqlite` or `postgres`.

@@ -86,7 +86,7 @@ impl PgQueue {
         max_connections: u32,
         migrate: bool,
     ) -> Result<Self, QueueError> {
-        let pool = PgQueue::pool(url, max_connections).await?;
+        let pool = PgQueue::open_pool(url, max_connections).await?;
         if migrate {
             MIGRATOR.run(&pool).await?;
         } else {
@@ -95,16 +95,21 @@ impl PgQueue {
         Ok(PgQueue { pool })
     }
 
+    /// The pool, for the clock.
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Applies the pending migrations; returns them.
     pub(super) async fn migrate(url: &str) -> Result<Vec<String>, QueueError> {
-        let pool = PgQueue::pool(url, 2).await?;
+        let pool = PgQueue::open_pool(url, 2).await?;
         let applied = super::migrations::apply(&MIGRATOR, &pool).await;
         pool.close().await;
         applied
     }
 
     /// A pool over the database, its schema not looked at.
-    async fn pool(url: &str, max_connections: u32) -> Result<PgPool, QueueError> {
+    async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, QueueError> {
         let connect_err = |source| QueueError::Connect {
             url: crate::config::redact_url(url),
             source,

@@ -32,8 +32,7 @@ use crate::letters::Registry;
 use crate::mailer::{Delivery, Handover, RelayFault, Sender, Transport};
 use crate::pacing::GlobalLimits;
 use crate::queue::{
-    now_millis, AttemptRecord, ClaimRequest, ClaimedLetter, Millis, NextState, Queue, QueueError,
-    Recovered,
+    AttemptRecord, ClaimRequest, ClaimedLetter, Millis, NextState, Queue, QueueError, Recovered,
 };
 use pacer::Pacer;
 use rand::SeedableRng;
@@ -253,7 +252,7 @@ impl Dispatcher {
     ) -> Result<RunSummary, WorkerError> {
         let started = Instant::now();
         let mut summary = RunSummary {
-            recovered: self.queue.recover_expired(now_millis()).await?,
+            recovered: self.queue.recover_expired(self.queue.now()).await?,
             ..RunSummary::default()
         };
         // One fencing token for this run's leases.
@@ -304,14 +303,14 @@ impl Dispatcher {
             &self.registry,
             limits,
             &self.queue,
-            now_millis(),
+            self.queue.now(),
             !opts.continuous,
         )
         .await?;
         let claim_result = self
             .claim_loop(opts, token, &mut pacer, &letters_tx, &halt)
             .await;
-        summary.next_paced_at = pacer.next_opening(now_millis(), opts.campaign.as_deref());
+        summary.next_paced_at = pacer.next_opening(self.queue.now(), opts.campaign.as_deref());
         drop(letters_tx);
         let mut task_error = None;
         for s in senders {
@@ -334,7 +333,7 @@ impl Dispatcher {
         heartbeat
             .await
             .map_err(|e| WorkerError::Task(e.to_string()))?;
-        summary.released = self.queue.release(&unstarted, now_millis()).await?;
+        summary.released = self.queue.release(&unstarted, self.queue.now()).await?;
         claim_result?;
         recorded?;
         if let Some(e) = task_error {
@@ -378,7 +377,7 @@ impl Dispatcher {
                 if !opts.continuous {
                     return Ok(());
                 }
-                let wait = (down.retry_at - now_millis()).max(0) as u64;
+                let wait = (down.retry_at - self.queue.now()).max(0) as u64;
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
@@ -407,7 +406,7 @@ impl Dispatcher {
             let want = room
                 .min(self.claim_batch as u64)
                 .min(remaining.unwrap_or(u64::MAX)) as u32;
-            let now = now_millis();
+            let now = self.queue.now();
             // Letters not paced per target, in bulk.
             let mut batch = self
                 .queue
@@ -458,7 +457,7 @@ impl Dispatcher {
                     return Ok(());
                 }
                 if last_recovery.elapsed() > recovery_every {
-                    let r = self.queue.recover_expired(now_millis()).await?;
+                    let r = self.queue.recover_expired(self.queue.now()).await?;
                     if r.requeued + r.in_doubt > 0 {
                         tracing::warn!(
                             requeued = r.requeued,
@@ -472,7 +471,9 @@ impl Dispatcher {
                 let due = self.queue.next_due(campaign).await?;
                 let wake = [due, opening].into_iter().flatten().min();
                 let wait = match wake {
-                    Some(at) => Duration::from_millis((at - now_millis()).clamp(10, 1000) as u64),
+                    Some(at) => {
+                        Duration::from_millis((at - self.queue.now()).clamp(10, 1000) as u64)
+                    }
                     None => Duration::from_secs(1),
                 };
                 tokio::select! {
@@ -540,7 +541,7 @@ async fn prepare(task: &Task) -> Option<Prepared> {
 /// with a throttling reply, then the relay's rate and the campaign's own, counted now, as it
 /// goes, not when it was taken from the batch.
 async fn hand_over(d: &Dispatcher, claimed: &ClaimedLetter) {
-    let cooldown = d.cooldown_until.load(Ordering::Relaxed) - now_millis();
+    let cooldown = d.cooldown_until.load(Ordering::Relaxed) - d.queue.now();
     if cooldown > 0 {
         tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
     }
@@ -554,7 +555,7 @@ async fn hand_over(d: &Dispatcher, claimed: &ClaimedLetter) {
 /// failed before their envelopes went out.
 async fn hand_back(d: &Dispatcher, letters: &[&ClaimedLetter]) {
     let ids: Vec<(i64, i64)> = letters.iter().map(|l| (l.id, l.lease_token)).collect();
-    if let Err(e) = d.queue.release(&ids, now_millis()).await {
+    if let Err(e) = d.queue.release(&ids, d.queue.now()).await {
         // Their leases expire and the next run recovers them.
         tracing::error!(error = %e, "cannot hand letters back to the queue");
     }
@@ -637,7 +638,7 @@ async fn send_letters(d: Dispatcher, mut sender: Sender, task: Task) {
         }
         backoff.reset();
         let Prepared { claimed, mark } = prepared;
-        let started_at = now_millis();
+        let started_at = d.queue.now();
         let stem = format!(
             "{}-{:08}-{}",
             claimed.campaign, claimed.id, claimed.letter.target_id
@@ -716,7 +717,7 @@ async fn record(
     started_at: Millis,
     rng: &mut rand::rngs::StdRng,
 ) -> bool {
-    let finished_at = now_millis();
+    let finished_at = d.queue.now();
     if delivery.throttled {
         let until = finished_at + d.throttle_cooldown_ms;
         d.cooldown_until.fetch_max(until, Ordering::Relaxed);
@@ -758,7 +759,7 @@ async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationTo
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = queue.extend_leases(token, now_millis() + lease_ms).await {
+        if let Err(e) = queue.extend_leases(token, queue.now() + lease_ms).await {
             tracing::error!(error = %e, "cannot extend leases");
         }
     }
@@ -833,7 +834,7 @@ async fn journal(
             continue;
         }
         let ids: Vec<i64> = marks.iter().map(|(id, _)| *id).collect();
-        match queue.journal(token, &ids, &results, now_millis()).await {
+        match queue.journal(token, &ids, &results, queue.now()).await {
             Ok((moved, _)) => {
                 for (id, reply) in marks.drain(..) {
                     let _ = reply.send(moved.contains(&id));

@@ -16,7 +16,7 @@
 //! queue's relay-health record, which `missive status` shows.
 
 use crate::mailer::RelayFault;
-use crate::queue::{now_millis, Millis, Queue, RelayHealthRecord};
+use crate::queue::{Millis, Queue, RelayHealthRecord};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -155,7 +155,7 @@ impl RelayHealth {
     /// was usable, or failed differently). The next try is a second away the first time; a
     /// sending task finding it unusable again keeps that time, a failed try doubles the wait.
     pub(super) async fn mark_down(&self, fault: RelayFault, after_try: bool) {
-        let now = now_millis();
+        let now = self.queue.now();
         let (record, news) = {
             let mut down = self.lock_down();
             let (since, delay, news) = match down.as_ref() {
@@ -206,7 +206,7 @@ impl RelayHealth {
         let record = {
             let down = self.lock_down();
             let Some(d) = down.as_ref() else { return };
-            self.record(false, d.since, Some(&d.fault), None, now_millis())
+            self.record(false, d.since, Some(&d.fault), None, self.queue.now())
         };
         self.save(record).await;
     }
@@ -216,7 +216,7 @@ impl RelayHealth {
         let Some(was) = self.lock_down().take() else {
             return;
         };
-        let now = now_millis();
+        let now = self.queue.now();
         tracing::warn!(
             relay = %self.relay,
             unusable_for_s = (now - was.since) / 1000,

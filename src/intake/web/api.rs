@@ -11,7 +11,7 @@ use super::signing::{self, Accepted};
 use super::tokens::{constant_time_eq, sha256_hex};
 use super::{content_type_is, read_body, sha2_bytes, AppState};
 use crate::domain::{NewSigner, Signer, SignerField};
-use crate::queue::{now_millis, IntakeDetails, Source, StoredResponse};
+use crate::queue::{IntakeDetails, Source, StoredResponse};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -323,7 +323,7 @@ pub(super) async fn record_signature(
                 status: status.as_u16(),
                 body,
             },
-            now_millis(),
+            state.queue().now(),
         )
         .await
         .map_err(anyhow::Error::from)?;

@@ -122,7 +122,7 @@ async fn write_batches(queue: Queue, mut rx: mpsc::Receiver<Job>) {
             replies.push(reply);
         }
         match queue
-            .record_signatures_with_details(&batch, &details, crate::queue::now_millis())
+            .record_signatures_with_details(&batch, &details, queue.now())
             .await
         {
             Ok(results) => {

@@ -23,7 +23,7 @@ mod tokens;
 use crate::config::{Settings, TrustedProxies};
 use crate::domain::AddressPolicy;
 use crate::letters::Registry;
-use crate::queue::{now_millis, Queue};
+use crate::queue::Queue;
 use anyhow::Context as _;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -372,7 +372,7 @@ pub async fn housekeeping(state: AppState, stop: CancellationToken) {
         state.0.api_limiter.retain_recent();
         state.0.api_limiter.shrink_to_fit();
         if round % 10 == 0 {
-            let now = now_millis();
+            let now = state.queue().now();
             match state.queue().delete_expired_awaiting(now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "unconfirmed signatures expired"),

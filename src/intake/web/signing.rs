@@ -9,7 +9,7 @@ use crate::domain::{AddressPolicy, NewSigner, Signer};
 use crate::intake::{new_message_id, prepare};
 use crate::letters::Campaign;
 use crate::queue::{
-    now_millis, AwaitingRecorded, Confirmed, IntakeDetails, NewAwaitingSignature, NewConfirmation,
+    AwaitingRecorded, Confirmed, IntakeDetails, NewAwaitingSignature, NewConfirmation,
     NewSignature, Recorded, Source,
 };
 use anyhow::Context as _;
@@ -51,7 +51,7 @@ pub(crate) async fn accept(
     source: Source,
 ) -> anyhow::Result<Accepted> {
     let queue = state.queue();
-    let now = now_millis();
+    let now = queue.now();
     if !campaign.confirm {
         let sig = prepare(campaign, signer, source, today()).context("rendering letters")?;
         return Ok(match state.0.commit.record(sig, details, now).await? {
@@ -128,7 +128,7 @@ pub(crate) enum LinkState {
 
 /// Looks a confirmation token up without changing anything.
 pub(crate) async fn look_up(state: &AppState, token: &str) -> anyhow::Result<LinkState> {
-    let now = now_millis();
+    let now = state.queue().now();
     match state.0.keys.check_confirmation_token(token, now / 1000) {
         Ok(()) => {}
         Err(TokenError::Invalid | TokenError::Expired) => return Ok(LinkState::Invalid),
@@ -171,7 +171,7 @@ pub(crate) async fn confirm(
     let sig = prepare(&campaign, parsed, Source::Web, today()).context("rendering letters")?;
     let confirmed = state
         .queue()
-        .confirm_signature(&sha256_hex(token), &sig.letters, now_millis())
+        .confirm_signature(&sha256_hex(token), &sig.letters, state.queue().now())
         .await?;
     Ok((found, confirmed))
 }
