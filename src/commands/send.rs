@@ -91,6 +91,13 @@ pub(super) async fn run(args: SendArgs, settings: Settings) -> anyhow::Result<Ou
             summary.released
         );
     }
+    if let (Some(leader), true) = (&summary.paced_by, app_waiting > 0) {
+        eprintln!(
+            "note: letters paced per target were left to {leader}, the worker pacing them for \
+             every process on this queue\n\
+             hint: `missive status` shows their progress"
+        );
+    }
     if let Some(at) = summary.next_paced_at {
         let waiting: i64 = app_waiting;
         if waiting > 0 {

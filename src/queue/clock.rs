@@ -61,6 +61,11 @@ impl Clock {
     pub(super) fn now(&self) -> Millis {
         now_millis() + self.offset.load(Ordering::Relaxed)
     }
+
+    /// Now, on the database's clock, in microseconds (the limits' unit).
+    pub(super) fn now_us(&self) -> i64 {
+        chrono::Utc::now().timestamp_micros() + self.offset.load(Ordering::Relaxed) * 1000
+    }
 }
 
 /// The server's clock minus ours, from three readings.

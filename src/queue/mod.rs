@@ -133,8 +133,8 @@ pub struct ClaimRequest<'a> {
     pub campaign: Option<&'a str>,
     /// Only this target's letters (a paced target with a free slot).
     pub target: Option<&'a str>,
-    /// Not these campaigns' letters (they are paced per target and claimed target by target),
-    /// except their confirmation emails, which are never paced.
+    /// Not these campaigns' letters (they are paced per target and claimed target by target,
+    /// by the pacing leader), except their confirmation emails, which are never paced.
     pub exclude_campaigns: Option<&'a [String]>,
 }
 
@@ -350,6 +350,11 @@ impl Queue {
         self.clock.now()
     }
 
+    /// `now()` in microseconds: the unit of the limits (`reserve`, `hold`).
+    pub fn now_us(&self) -> i64 {
+        self.clock.now_us()
+    }
+
     /// Which store this queue is on: `sqlite` or `postgres`.
     pub fn store_name(&self) -> &'static str {
         match self.backend {
@@ -438,9 +443,14 @@ impl Queue {
         store!(self, q => q.resolve_in_doubt(scope, resend, now).await)
     }
 
-    /// When the next waiting letter is due, if any.
-    pub async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError> {
-        store!(self, q => q.next_due(campaign).await)
+    /// When the next waiting letter (of `campaign`, if given; not of a campaign in `exclude`,
+    /// except confirmation emails; not paused) is due, if any.
+    pub async fn next_due(
+        &self,
+        campaign: Option<&str>,
+        exclude: Option<&[String]>,
+    ) -> Result<Option<Millis>, QueueError> {
+        store!(self, q => q.next_due(campaign, exclude).await)
     }
 
     /// Counts for reports.
@@ -512,8 +522,9 @@ impl Queue {
         store!(self, q => q.pauses().await)
     }
 
-    /// Every attempt since `since` with its recipient and domain, oldest first: what pacing
-    /// restores at start-up so a restart does not allow a burst.
+    /// Every attempt since `since` with its recipient and domain, and every letter leased now
+    /// (claimed since then, not attempted yet), oldest first: what pacing restores when a
+    /// worker starts or becomes the pacing leader, so neither allows a burst.
     pub async fn recent_sends(
         &self,
         since: Millis,
@@ -546,6 +557,49 @@ impl Queue {
         queued_before: Millis,
     ) -> Result<Ageing, QueueError> {
         store!(self, q => q.ageing(campaign, queued_before).await)
+    }
+
+    /// Reserves `n` tokens of the GCRA named `key` (`interval_us` apart) at `now_us`, for every
+    /// process sharing the queue at once; returns the limit's new theoretical arrival time, from
+    /// which `pacing::Gcra` gives each token's time.
+    pub async fn reserve(
+        &self,
+        key: &str,
+        n: u32,
+        interval_us: i64,
+        now_us: i64,
+    ) -> Result<i64, QueueError> {
+        store!(self, q => q.reserve(key, n, interval_us, now_us).await)
+    }
+
+    /// Moves the limit named `key` to `until_us` at the earliest (a cool-down): no token of it
+    /// is given before. Returns its arrival time.
+    pub async fn hold(&self, key: &str, until_us: i64) -> Result<i64, QueueError> {
+        store!(self, q => q.hold(key, until_us).await)
+    }
+
+    /// The arrival time of the limit named `key`, if it was ever used.
+    pub async fn throttle(&self, key: &str) -> Result<Option<i64>, QueueError> {
+        store!(self, q => q.throttle(key).await)
+    }
+
+    /// Takes or renews the lease on `role` for `holder` until `now + lease_ms`, if it is free,
+    /// expired, already `holder`'s, or held by `replacing` (a holder known to be gone). Returns
+    /// who holds it now: `holder`, or the one who kept it.
+    pub async fn lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: Millis,
+        lease_ms: Millis,
+        replacing: Option<&str>,
+    ) -> Result<String, QueueError> {
+        store!(self, q => q.lead(role, holder, now, lease_ms, replacing).await)
+    }
+
+    /// Gives up the lease on `role`, if `holder` holds it.
+    pub async fn resign(&self, role: &str, holder: &str) -> Result<(), QueueError> {
+        store!(self, q => q.resign(role, holder).await)
     }
 
     /// Closes the pool, flushing the database.

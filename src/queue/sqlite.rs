@@ -683,15 +683,28 @@ impl Store for SqliteQueue {
             .rows_affected())
     }
 
-    async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT MIN(next_attempt_at) FROM letters
-                  WHERE state IN ({}) AND (?1 IS NULL OR campaign = ?1)",
-            moves::CLAIM.fence_sql()
-        ))
-        .bind(campaign)
-        .fetch_one(&self.pool)
-        .await?)
+    async fn next_due(
+        &self,
+        campaign: Option<&str>,
+        exclude: Option<&[String]>,
+    ) -> Result<Option<Millis>, QueueError> {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT MIN(next_attempt_at) FROM letters
+                  WHERE state IN ({}) AND (?1 IS NULL OR campaign = ?1)
+                    AND (?2 IS NULL OR kind = 'confirmation' OR campaign NOT IN (SELECT value FROM json_each(?2)))
+                    AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.campaign = letters.campaign
+                                       AND p.target_id IN ('{}', letters.target_id))",
+                moves::CLAIM.fence_sql(),
+                rows::WHOLE_CAMPAIGN
+            )
+        });
+        Ok(sqlx::query_scalar(sql)
+            .bind(campaign)
+            .bind(exclude.map(|c| serde_json::to_string(c).expect("campaign names serialise")))
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError> {
@@ -875,15 +888,23 @@ impl Store for SqliteQueue {
         &self,
         since: Millis,
     ) -> Result<Vec<(String, String, Millis)>, QueueError> {
-        Ok(sqlx::query_as(
-            "SELECT l.recipient, l.recipient_domain, a.started_at
-               FROM attempts a JOIN letters l ON l.id = a.letter_id
-              WHERE a.started_at >= ?1 AND l.kind = 'letter'
-              ORDER BY a.started_at",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT l.recipient, l.recipient_domain, a.started_at
+                   FROM attempts a JOIN letters l ON l.id = a.letter_id
+                  WHERE a.started_at >= ?1 AND l.kind = 'letter'
+                 UNION ALL
+                 SELECT recipient, recipient_domain, updated_at FROM letters
+                  WHERE state IN ({}) AND kind = 'letter' AND updated_at >= ?1
+                  ORDER BY 3",
+                moves::LEASED.fence_sql()
+            )
+        });
+        Ok(sqlx::query_as(sql)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn waiting_per_target(
@@ -959,6 +980,92 @@ impl Store for SqliteQueue {
             letters,
             oldest_queued_at,
         })
+    }
+
+    async fn reserve(
+        &self,
+        key: &str,
+        n: u32,
+        interval_us: i64,
+        now_us: i64,
+    ) -> Result<i64, QueueError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO throttles (key, tat_us) VALUES (?1, ?3 + ?2 * ?4)
+             ON CONFLICT (key) DO UPDATE SET tat_us = MAX(throttles.tat_us, ?3) + ?2 * ?4
+             RETURNING tat_us",
+        )
+        .bind(key)
+        .bind(i64::from(n))
+        .bind(now_us)
+        .bind(interval_us)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    async fn hold(&self, key: &str, until_us: i64) -> Result<i64, QueueError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO throttles (key, tat_us) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET tat_us = MAX(throttles.tat_us, ?2)
+             RETURNING tat_us",
+        )
+        .bind(key)
+        .bind(until_us)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    async fn throttle(&self, key: &str) -> Result<Option<i64>, QueueError> {
+        Ok(
+            sqlx::query_scalar("SELECT tat_us FROM throttles WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: Millis,
+        lease_ms: Millis,
+        replacing: Option<&str>,
+    ) -> Result<String, QueueError> {
+        let took: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leadership (role, holder, expires_at) VALUES (?1, ?2, ?3 + ?4)
+             ON CONFLICT (role) DO UPDATE
+                SET holder = excluded.holder, expires_at = excluded.expires_at
+              WHERE leadership.holder = excluded.holder OR leadership.expires_at < ?3
+                 OR leadership.holder = ?5
+             RETURNING holder",
+        )
+        .bind(role)
+        .bind(holder)
+        .bind(now)
+        .bind(lease_ms)
+        .bind(replacing)
+        .fetch_optional(&self.writer)
+        .await?;
+        if let Some(held) = took {
+            return Ok(held);
+        }
+        // Held by someone else: who.
+        Ok(
+            sqlx::query_scalar("SELECT holder FROM leadership WHERE role = ?1")
+                .bind(role)
+                .fetch_optional(&self.writer)
+                .await?
+                .unwrap_or_default(),
+        )
+    }
+
+    async fn resign(&self, role: &str, holder: &str) -> Result<(), QueueError> {
+        sqlx::query("DELETE FROM leadership WHERE role = ?1 AND holder = ?2")
+            .bind(role)
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn signature_letters(

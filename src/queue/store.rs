@@ -45,7 +45,11 @@ pub(super) trait Store {
         resend: bool,
         now: Millis,
     ) -> Result<u64, QueueError>;
-    async fn next_due(&self, campaign: Option<&str>) -> Result<Option<Millis>, QueueError>;
+    async fn next_due(
+        &self,
+        campaign: Option<&str>,
+        exclude: Option<&[String]>,
+    ) -> Result<Option<Millis>, QueueError>;
     async fn status(&self, campaign: Option<&str>) -> Result<StatusReport, QueueError>;
     async fn retry_failed(&self, campaign: Option<&str>, now: Millis) -> Result<u64, QueueError>;
     async fn retry_letter(&self, id: i64, now: Millis) -> Result<RetryOutcome, QueueError>;
@@ -88,6 +92,26 @@ pub(super) trait Store {
         campaign: Option<&str>,
         queued_before: Millis,
     ) -> Result<Ageing, QueueError>;
+
+    // Limits shared by every process (`Queue::reserve` and the others document them).
+    async fn reserve(
+        &self,
+        key: &str,
+        n: u32,
+        interval_us: i64,
+        now_us: i64,
+    ) -> Result<i64, QueueError>;
+    async fn hold(&self, key: &str, until_us: i64) -> Result<i64, QueueError>;
+    async fn throttle(&self, key: &str) -> Result<Option<i64>, QueueError>;
+    async fn lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: Millis,
+        lease_ms: Millis,
+        replacing: Option<&str>,
+    ) -> Result<String, QueueError>;
+    async fn resign(&self, role: &str, holder: &str) -> Result<(), QueueError>;
 }
 
 /// The SQL of web and API intake (`web_intake.rs`): double opt-in and idempotency keys.

@@ -4,7 +4,7 @@
 //! batches of due letters (`claimed`); `transport.concurrency()` sending tasks, each owning one
 //! connection and waiting on the rate limiters at the moment each letter is handed over (so
 //! `rate_per_second` and `burst` hold at the relay's side, however the letters before were
-//! delayed); a journal writing, many letters per transaction, that a letter may now be
+//! delayed, and for every process on the queue together: `throttle.rs`); a journal writing, many letters per transaction, that a letter may now be
 //! delivered (`sending`, asked for while the letter before it on the same connection travels,
 //! and needed before a byte of the message goes) and each attempt's result; and a heartbeat
 //! extending the run's leases. No transaction is open during an SMTP conversation.
@@ -13,6 +13,10 @@
 //! the queue, its attempt uncounted. One turned-away connection backs off while the others go
 //! on; when the relay is unusable, a batch (`missive send`) stops at once and says why, and a
 //! continuous run (`serve`) stops claiming and tries the relay again with a growing delay.
+//!
+//! Letters paced per target are claimed only by the worker leading pacing (a lease in the
+//! queue, renewed every 2 s, taken over 10 s after its holder stops renewing it, at once when
+//! the holder was a process of this machine that no longer runs); the others claim the rest.
 //!
 //! If the process dies, its leases expire: `claimed` letters go back to the queue (the server
 //! never got the message), `sending` ones become `in_doubt` (it may have, or, for the one
@@ -24,6 +28,7 @@ mod pacer;
 mod rate;
 mod relay;
 mod retry;
+mod throttle;
 
 pub use retry::RetryPolicy;
 
@@ -36,12 +41,12 @@ use crate::queue::{
 };
 use pacer::Pacer;
 use rand::SeedableRng;
-use rate::RateLimiter;
 use relay::{Backoff, Judgement, RelayHealth};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use throttle::FleetLimit;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -103,6 +108,9 @@ pub struct RunSummary {
     /// When a batch ends with letters held back by their targets' pacing: the earliest time
     /// one of them may go (milliseconds since the epoch).
     pub next_paced_at: Option<i64>,
+    /// When paced letters were left to another process leading pacing (`missive serve`, say):
+    /// its name.
+    pub paced_by: Option<String>,
     /// Why the relay was unusable when the run ended (a batch stops at once when it is); the
     /// letters it did not take stay queued, their attempts unchanged.
     pub relay_unusable: Option<RelayFault>,
@@ -131,12 +139,16 @@ pub struct RunOptions {
 pub struct Dispatcher {
     queue: Queue,
     transport: Transport,
-    global: Arc<RateLimiter>,
-    per_campaign: Arc<HashMap<String, RateLimiter>>,
+    /// The relay's rate and burst, for every process sharing the queue.
+    global: Arc<FleetLimit>,
+    /// Campaigns' own rates, for every process sharing the queue.
+    per_campaign: Arc<HashMap<String, FleetLimit>>,
     policy: RetryPolicy,
     claim_batch: u32,
     lease_ms: i64,
     throttle_cooldown_ms: i64,
+    /// The relay's rate (`[sending] rate_per_second`).
+    rate_per_second: f64,
     /// Until when (queue millis) the relay asked us to slow down: no letter starts before.
     cooldown_until: Arc<AtomicI64>,
     /// The relay's health: open connections, and whether it is unusable.
@@ -174,7 +186,14 @@ impl Dispatcher {
         let per_campaign = registry
             .iter()
             .filter_map(|c| c.rate_per_second.map(|r| (c.slug.as_str().to_owned(), r)))
-            .map(|(slug, rate)| (slug, RateLimiter::new(rate, (rate.ceil() as u32).max(1))))
+            .map(|(slug, rate)| {
+                let limit = FleetLimit::new(
+                    format!("campaign {slug}"),
+                    rate,
+                    (rate.ceil() as u32).max(1),
+                );
+                (slug, limit)
+            })
             .collect();
         let pacing_limits = settings.pacing_limits()?;
         let worker_id = format!("{}-{}", hostname(), std::process::id());
@@ -184,10 +203,15 @@ impl Dispatcher {
             worker_id.clone(),
             settings.smtp.connect_timeout(),
         );
+        let relay_limit = FleetLimit::new(
+            format!("relay {}", transport.relay_key()),
+            s.rate_per_second,
+            s.burst,
+        );
         Ok(Dispatcher {
             queue,
             transport,
-            global: Arc::new(RateLimiter::new(s.rate_per_second, s.burst)),
+            global: Arc::new(relay_limit),
             per_campaign: Arc::new(per_campaign),
             policy: RetryPolicy {
                 base_ms: s.retry_base_seconds as i64 * 1000,
@@ -198,6 +222,7 @@ impl Dispatcher {
             claim_batch: s.claim_batch,
             lease_ms: s.lease_seconds as i64 * 1000,
             throttle_cooldown_ms: s.throttle_cooldown_seconds as i64 * 1000,
+            rate_per_second: s.rate_per_second,
             cooldown_until: Arc::new(AtomicI64::new(0)),
             relay: Arc::new(relay),
             worker_id,
@@ -258,7 +283,13 @@ impl Dispatcher {
         // One fencing token for this run's leases.
         let token = rand::random::<i64>() & i64::MAX;
         let concurrency = self.transport.concurrency().max(1);
-        let capacity = (self.claim_batch as usize).max(concurrency);
+        // Letters claimed and not yet sent: a claim batch, but no more than the relay's rate
+        // lets go in about two seconds, so the other workers on the queue get their share and
+        // no lease is spent waiting for a token.
+        let horizon = (self.rate_per_second * 2.0)
+            .ceil()
+            .min(self.claim_batch as f64) as usize;
+        let capacity = horizon.max(concurrency).max(1);
         let (letters_tx, letters_rx) = mpsc::channel::<ClaimedLetter>(capacity);
         let letters_rx = Arc::new(Mutex::new(letters_rx));
         let (results_tx, results_rx) = mpsc::channel::<AttemptRecord>(capacity * 4);
@@ -297,20 +328,25 @@ impl Dispatcher {
         drop(results_tx);
         drop(marks_tx);
 
-        // The relay's exact rate is the senders' limiter; the scheduler paces targets and domains.
-        let limits = self.pacing_limits.without_relay();
-        let mut pacer = Pacer::build(
-            &self.registry,
-            limits,
-            &self.queue,
-            self.queue.now(),
-            !opts.continuous,
-        )
-        .await?;
+        // Named for this run: a new run builds its pacer afresh.
+        let mut pacing = Pacing {
+            me: format!("{}/{token:x}", self.worker_id),
+            ..Pacing::default()
+        };
         let claim_result = self
-            .claim_loop(opts, token, &mut pacer, &letters_tx, &halt)
+            .claim_loop(opts, token, &mut pacing, &letters_tx, &halt)
             .await;
-        summary.next_paced_at = pacer.next_opening(self.queue.now(), opts.campaign.as_deref());
+        match &pacing.pacer {
+            Some(pacer) => {
+                summary.next_paced_at =
+                    pacer.next_opening(self.queue.now(), opts.campaign.as_deref());
+                if let Err(e) = self.queue.resign(PACING_ROLE, &pacing.me).await {
+                    // Its lease runs out and another worker takes over then.
+                    tracing::warn!(error = %e, "cannot hand over pacing");
+                }
+            }
+            None => summary.paced_by = pacing.leader.take(),
+        }
         drop(letters_tx);
         let mut task_error = None;
         for s in senders {
@@ -357,7 +393,7 @@ impl Dispatcher {
         &self,
         opts: &RunOptions,
         token: i64,
-        pacer: &mut Pacer,
+        pacing: &mut Pacing,
         tx: &mpsc::Sender<ClaimedLetter>,
         stop: &CancellationToken,
     ) -> Result<(), WorkerError> {
@@ -365,17 +401,22 @@ impl Dispatcher {
         let mut last_recovery = Instant::now();
         let recovery_every = Duration::from_millis((self.lease_ms / 3).max(1000) as u64);
         let campaign = opts.campaign.as_deref();
-        // The paced campaigns do not change during a run.
-        let paced: Vec<String> = pacer.paced_campaigns().to_vec();
+        // The paced campaigns do not change during a run; a run needs pacing only for them.
+        let paced = Pacer::campaigns(&self.registry);
+        let needs_pacing = paced.iter().any(|c| campaign.is_none_or(|want| want == c));
+        let exclude = (!paced.is_empty()).then_some(&paced[..]);
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
             // An unusable relay takes no letters: a batch ends, a continuous run tries the
-            // relay again when its wait is over.
+            // relay again when its wait is over (and lets another worker pace meanwhile).
             if let Some(down) = self.relay.down() {
                 if !opts.continuous {
                     return Ok(());
+                }
+                if pacing.pacer.take().is_some() {
+                    let _ = self.queue.resign(PACING_ROLE, &pacing.me).await;
                 }
                 let wait = (down.retry_at - self.queue.now()).max(0) as u64;
                 tokio::select! {
@@ -406,6 +447,9 @@ impl Dispatcher {
             let want = room
                 .min(self.claim_batch as u64)
                 .min(remaining.unwrap_or(u64::MAX)) as u32;
+            if needs_pacing {
+                self.lead_pacing(pacing, !opts.continuous).await?;
+            }
             let now = self.queue.now();
             // Letters not paced per target, in bulk.
             let mut batch = self
@@ -418,39 +462,45 @@ impl Dispatcher {
                     limit: want,
                     campaign,
                     target: None,
-                    exclude_campaigns: (!paced.is_empty()).then_some(&paced[..]),
+                    exclude_campaigns: exclude,
                 })
                 .await?;
-            // Then one letter for each paced target whose limits allow one now.
-            for (key, c, t) in pacer.ready(now, campaign) {
-                if batch.len() as u32 >= want {
-                    break;
-                }
-                if !pacer.may_send(key, now) {
-                    continue;
-                }
-                let got = self
-                    .queue
-                    .claim(&ClaimRequest {
-                        owner: &self.worker_id,
-                        token,
-                        now,
-                        lease_ms: self.lease_ms,
-                        limit: 1,
-                        campaign: Some(&c),
-                        target: Some(&t),
-                        exclude_campaigns: None,
-                    })
-                    .await?;
-                if got.is_empty() {
-                    pacer.idle(key, now);
-                } else {
-                    pacer.record(key, now);
-                    batch.extend(got);
+            // Then, if this worker leads pacing, one letter for each paced target whose limits
+            // allow one now.
+            if let Some(pacer) = pacing.pacer.as_mut() {
+                for (key, c, t) in pacer.ready(now, campaign) {
+                    if batch.len() as u32 >= want {
+                        break;
+                    }
+                    if !pacer.may_send(key, now) {
+                        continue;
+                    }
+                    let got = self
+                        .queue
+                        .claim(&ClaimRequest {
+                            owner: &self.worker_id,
+                            token,
+                            now,
+                            lease_ms: self.lease_ms,
+                            limit: 1,
+                            campaign: Some(&c),
+                            target: Some(&t),
+                            exclude_campaigns: None,
+                        })
+                        .await?;
+                    if got.is_empty() {
+                        pacer.idle(key, now);
+                    } else {
+                        pacer.record(key, now);
+                        batch.extend(got);
+                    }
                 }
             }
             if batch.is_empty() {
-                let opening = pacer.next_opening(now, campaign);
+                let opening = pacing
+                    .pacer
+                    .as_ref()
+                    .and_then(|p| p.next_opening(now, campaign));
                 // A batch waits out short gaps between paced letters (spacing), not long ones.
                 let soon = opening.is_some_and(|at| at - now <= BATCH_PACING_WAIT_MS);
                 if !opts.continuous && !soon {
@@ -465,11 +515,19 @@ impl Dispatcher {
                             "recovered letters from a worker that stopped"
                         );
                     }
-                    pacer.refresh_pauses(&self.queue).await?;
+                    if let Some(pacer) = pacing.pacer.as_mut() {
+                        pacer.refresh_pauses(&self.queue).await?;
+                    }
                     last_recovery = Instant::now();
                 }
-                let due = self.queue.next_due(campaign).await?;
-                let wake = [due, opening].into_iter().flatten().min();
+                // Paced letters come due through the pacer's opening (or another worker's).
+                let due = self.queue.next_due(campaign, exclude).await?;
+                let mut wake = [due, opening].into_iter().flatten().min();
+                if needs_pacing && pacing.pacer.is_none() {
+                    // Ask for the lease again when it is next renewed or lapses.
+                    let retry = pacing.checked_at + PACING_RENEW_MS;
+                    wake = Some(wake.map_or(retry, |w| w.min(retry)));
+                }
                 let wait = match wake {
                     Some(at) => {
                         Duration::from_millis((at - self.queue.now()).clamp(10, 1000) as u64)
@@ -494,6 +552,101 @@ impl Dispatcher {
             }
         }
     }
+
+    /// Takes, renews or gives up the lease on pacing, as it falls due: a worker that takes it
+    /// builds its pacer from the queue (the last hour's attempts and the letters leased now,
+    /// whoever sent them); one that loses it stops claiming paced letters before its lease
+    /// could have run out. `one_off`: for a batch (`missive send`).
+    async fn lead_pacing(&self, pacing: &mut Pacing, one_off: bool) -> Result<(), WorkerError> {
+        let now = self.queue.now();
+        let leading = pacing.pacer.is_some();
+        if leading && now < pacing.valid_until - PACING_LEASE_MS + PACING_RENEW_MS {
+            return Ok(());
+        }
+        if !leading && now < pacing.checked_at + PACING_RENEW_MS {
+            return Ok(());
+        }
+        let id = pacing.me.clone();
+        let mut holder = self
+            .queue
+            .lead(PACING_ROLE, &id, now, PACING_LEASE_MS, None)
+            .await?;
+        if holder != id && !holder.is_empty() && is_gone(&holder) {
+            let gone = holder;
+            holder = self
+                .queue
+                .lead(PACING_ROLE, &id, now, PACING_LEASE_MS, Some(&gone))
+                .await?;
+            if holder == id {
+                tracing::info!(previous = %gone, "took over pacing from a worker of this machine that no longer runs");
+            }
+        }
+        pacing.checked_at = now;
+        if holder == id {
+            pacing.valid_until = now + PACING_LEASE_MS;
+            pacing.leader = None;
+            if pacing.pacer.is_none() {
+                let limits = self.pacing_limits.without_relay();
+                let pacer = Pacer::build(
+                    &self.registry,
+                    limits,
+                    &self.queue,
+                    self.queue.now(),
+                    one_off,
+                )
+                .await?;
+                pacing.pacer = Some(pacer);
+                tracing::info!("this worker now paces the targets' letters");
+            }
+        } else {
+            if pacing.pacer.take().is_some() {
+                tracing::warn!(leader = %holder, "another worker took over pacing");
+            } else if pacing.leader.as_deref() != Some(holder.as_str()) {
+                tracing::info!(leader = %holder, "another worker paces the targets' letters");
+            }
+            pacing.leader = Some(holder);
+        }
+        Ok(())
+    }
+}
+
+/// The lease on pacing (per-target budgets, spacing and windows; per-domain caps): only its
+/// holder claims paced letters, so every limit is counted in one place for the whole fleet.
+const PACING_ROLE: &str = "pacing";
+/// How long the lease lasts unrenewed: how long pacing waits when its leader dies.
+const PACING_LEASE_MS: Millis = 10_000;
+/// How often the leader renews it, and others ask for it.
+const PACING_RENEW_MS: Millis = 2_000;
+
+/// This run's part in pacing.
+#[derive(Default)]
+struct Pacing {
+    /// This run's name as a holder of the lease: `host-pid/token`.
+    me: String,
+    /// While this worker leads pacing: the pacer.
+    pacer: Option<Pacer>,
+    /// Until when (queue millis) the lease is surely this worker's.
+    valid_until: Millis,
+    /// When the lease was last asked for.
+    checked_at: Millis,
+    /// Who leads pacing, when another worker does.
+    leader: Option<String>,
+}
+
+/// Whether the run named `holder` (`host-pid/token`) was of a process of this machine that is
+/// gone: its lease need not be waited out.
+fn is_gone(holder: &str) -> bool {
+    let process = holder.split_once('/').map_or(holder, |(p, _)| p);
+    let Some((host, pid)) = process.rsplit_once('-') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == hostname()
+        && pid != std::process::id()
+        && cfg!(target_os = "linux")
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// A letter taken from the claimed batch whose `sending` mark the journal has been asked for
@@ -538,17 +691,25 @@ async fn prepare(task: &Task) -> Option<Prepared> {
 }
 
 /// Waits until `claimed` may be handed over to the relay: the cool-down the relay asked for
-/// with a throttling reply, then the relay's rate and the campaign's own, counted now, as it
-/// goes, not when it was taken from the batch.
-async fn hand_over(d: &Dispatcher, claimed: &ClaimedLetter) {
+/// with a throttling reply, then the campaign's own rate and the relay's, shared with every
+/// process on the queue, counted now, as it goes, not when it was taken from the batch.
+/// `false` if the run stopped while the limits could not be read (the database unreachable).
+async fn hand_over(d: &Dispatcher, claimed: &ClaimedLetter, halt: &CancellationToken) -> bool {
     let cooldown = d.cooldown_until.load(Ordering::Relaxed) - d.queue.now();
     if cooldown > 0 {
         tokio::time::sleep(Duration::from_millis(cooldown as u64)).await;
     }
-    d.global.until_ready().await;
-    if let Some(l) = d.per_campaign.get(&claimed.campaign) {
-        l.until_ready().await;
+    let limits = d.per_campaign.get(&claimed.campaign).into_iter();
+    for limit in limits.chain(std::iter::once(&*d.global)) {
+        while let Err(e) = limit.until_ready(&d.queue).await {
+            tracing::warn!(error = %e, limit = limit.key(), "cannot read a sending limit; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = halt.cancelled() => return false,
+            }
+        }
     }
+    true
 }
 
 /// Gives letters back to the queue unattempted, their attempts uncounted: the relay's session
@@ -624,7 +785,10 @@ async fn send_letters(d: Dispatcher, mut sender: Sender, task: Task) {
             next = prepare(&task).await;
             continue;
         }
-        hand_over(&d, &prepared.claimed).await;
+        if !hand_over(&d, &prepared.claimed, &task.halt).await {
+            hand_back(&d, &[&prepared.claimed]).await;
+            break;
+        }
         link.connecting();
         let ready = sender.ready().await;
         link.settle(true, sender.is_connected()).await;
@@ -721,6 +885,10 @@ async fn record(
     if delivery.throttled {
         let until = finished_at + d.throttle_cooldown_ms;
         d.cooldown_until.fetch_max(until, Ordering::Relaxed);
+        // Every process's next letter waits too.
+        if let Err(e) = d.global.hold(&d.queue, until * 1000).await {
+            tracing::warn!(error = %e, "cannot share the relay's cool-down with other workers");
+        }
         tracing::warn!(
             code = delivery.code,
             cooldown_ms = d.throttle_cooldown_ms,

@@ -1,6 +1,8 @@
 //! Pacing in the worker: the pacing scheduler (`crate::pacing`), built from the campaigns when
-//! a run starts, restored from the last hour's attempts (so a restart allows no burst), told of
-//! organisers' pauses, and asked before each claim which targets may receive a letter now.
+//! a worker takes the lead of pacing (one worker at a time leads, for every process on the
+//! queue), restored from the last hour's attempts and the letters leased now, whoever sent
+//! them (so a restart or a new leader allows no burst), told of organisers' pauses, and asked
+//! before each claim which targets may receive a letter now.
 //! Letters of campaigns with `[pacing] enabled = false`, and confirmation emails, are not paced
 //! per target; the relay's rate limit applies to everything.
 
@@ -17,8 +19,6 @@ pub(super) struct Pacer {
     scheduler: Scheduler,
     /// Every paced target: its key, campaign and target id.
     paced: Vec<(TargetKey, String, String)>,
-    /// Campaigns whose letters are claimed target by target.
-    paced_campaigns: Vec<String>,
     /// Targets found with nothing due, and until when to leave them be.
     idle_until: HashMap<TargetKey, Millis>,
     /// A one-off batch: a target found with nothing due is left alone for the rest of it.
@@ -41,9 +41,7 @@ impl Pacer {
     ) -> Result<Pacer, QueueError> {
         let mut scheduler = Scheduler::new(limits);
         let mut paced = Vec::new();
-        let mut paced_campaigns = Vec::new();
         for campaign in registry.iter().filter(|c| c.pacing.enabled()) {
-            paced_campaigns.push(campaign.slug.as_str().to_owned());
             for spec in campaign.pacing_specs() {
                 let key = scheduler.add_target(spec, at(now));
                 paced.push((key, spec.campaign.to_owned(), spec.target.to_owned()));
@@ -54,7 +52,6 @@ impl Pacer {
         let mut pacer = Pacer {
             scheduler,
             paced,
-            paced_campaigns,
             idle_until: HashMap::new(),
             one_off,
         };
@@ -76,9 +73,13 @@ impl Pacer {
         Ok(())
     }
 
-    /// Campaigns whose letters must not be claimed in bulk.
-    pub(super) fn paced_campaigns(&self) -> &[String] {
-        &self.paced_campaigns
+    /// Campaigns whose letters are paced per target, so not claimed in bulk.
+    pub(super) fn campaigns(registry: &Registry) -> Vec<String> {
+        registry
+            .iter()
+            .filter(|c| c.pacing.enabled())
+            .map(|c| c.slug.as_str().to_owned())
+            .collect()
     }
 
     /// The paced targets that may receive a letter now (of `campaign`, if given).

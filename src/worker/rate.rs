@@ -1,5 +1,6 @@
-//! The rate limiters senders wait on before each letter: the relay's `[sending]
-//! rate_per_second` with its `burst`, and each campaign's own `rate_per_second`.
+//! This process's own spacing under a rate limit: senders wait on it before each letter, after
+//! the fleet's token (`throttle.rs`), for the relay's `[sending] rate_per_second` with its
+//! `burst` and each campaign's own `rate_per_second`.
 //!
 //! A GCRA, the algorithm `governor` uses, with one difference. A sender that waited for its
 //! turn wakes late: tokio's timer fires on a millisecond tick, after the instant asked for.

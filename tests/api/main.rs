@@ -17,6 +17,7 @@ mod csv_import;
 mod delivery;
 mod deploy;
 mod faults;
+mod fleet_limits;
 mod pacing;
 mod python_email;
 mod real_smtp;

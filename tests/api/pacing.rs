@@ -224,3 +224,41 @@ async fn a_paced_batch_ends_once_every_letter_has_gone() {
 
     assert_eq!(summary.sent, 12);
 }
+
+#[tokio::test]
+async fn two_workers_on_one_queue_pace_each_target_once_between_them() {
+    let app = with_pacing(ALWAYS_OPEN).await;
+    for i in 0..3 {
+        app.sign(&signer("Ana", "Example", &format!("ana{i}@example.net")))
+            .await
+            .unwrap();
+    }
+    // A second process on the same queue, with the same campaigns.
+    let other = missive::startup::App::build(app.settings.clone())
+        .await
+        .unwrap();
+
+    let run = missive::worker::RunOptions::default();
+    let (first, second) = (app.app.dispatcher(), other.dispatcher());
+    let (one, two) = tokio::join!(
+        first.run(&run, Default::default()),
+        second.run(&run, Default::default()),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+
+    // Each alone would send each target's budget (2 an hour); together they send it once.
+    assert_eq!(one.sent + two.sent, 8, "2 per target: {one:?} {two:?}");
+    for (_, n) in sent_per_target(&app).await {
+        assert_eq!(n, 2);
+    }
+    // A third run, whoever leads, restores both workers' sends: nothing more this hour.
+    assert_eq!(
+        other
+            .dispatcher()
+            .run(&run, Default::default())
+            .await
+            .unwrap()
+            .sent,
+        0
+    );
+}
