@@ -68,6 +68,31 @@ pub enum QueueError {
     MigratedByNewer(i64),
 }
 
+impl QueueError {
+    /// Whether the same statement may well succeed if tried again in a moment: the connection
+    /// dropped or timed out, the server restarting or full, a deadlock or serialisation
+    /// failure, SQLite busy. Anything else (bad SQL, a constraint) would fail again.
+    pub fn is_transient(&self) -> bool {
+        let QueueError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+                // PostgreSQL: connection exceptions (08), operator intervention (57P: shutdown,
+                // terminated), too many connections, serialisation failure, deadlock. SQLite:
+                // busy and locked, with their extended codes.
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(&*code, "53300" | "40001" | "40P01")
+                    || matches!(&*code, "5" | "6" | "261" | "262" | "517" | "773")
+            }),
+            _ => false,
+        }
+    }
+}
+
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -429,6 +454,12 @@ impl Queue {
     }
 
     /// Extends every lease held under `token` until `until` (the worker's heartbeat).
+    /// Of `ids`, those in `sending` under the lease `token`: after a journal write whose answer
+    /// was lost, the letters it did mark.
+    pub async fn sending_under(&self, token: i64, ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        store!(self, q => q.sending_under(token, ids).await)
+    }
+
     pub async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
         store!(self, q => q.extend_leases(token, until).await)
     }

@@ -558,6 +558,16 @@ impl Store for PgQueue {
         Ok(Recovered { requeued, in_doubt })
     }
 
+    async fn sending_under(&self, token: i64, ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM letters WHERE lease_token = $1 AND state = 'sending' AND id = ANY($2)",
+        )
+        .bind(token)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
         Ok(sqlx::query(&format!(
             "UPDATE letters SET lease_expires_at = $1

@@ -640,6 +640,17 @@ impl Store for SqliteQueue {
         Ok(Recovered { requeued, in_doubt })
     }
 
+    async fn sending_under(&self, token: i64, ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM letters WHERE lease_token = ?1 AND state = 'sending'
+                AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(token)
+        .bind(serde_json::to_string(ids).expect("ids serialise"))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError> {
         Ok(sqlx::query(&format!(
             "UPDATE letters SET lease_expires_at = ?1

@@ -39,6 +39,7 @@ pub(super) trait Store {
     async fn release(&self, ids: &[(i64, i64)], now: Millis) -> Result<u64, QueueError>;
     async fn recover_expired(&self, now: Millis) -> Result<Recovered, QueueError>;
     async fn extend_leases(&self, token: i64, until: Millis) -> Result<u64, QueueError>;
+    async fn sending_under(&self, token: i64, ids: &[i64]) -> Result<Vec<i64>, QueueError>;
     async fn resolve_in_doubt(
         &self,
         scope: &Scope<'_>,

@@ -298,16 +298,10 @@ impl Dispatcher {
         let journal = tokio::spawn(journal(
             self.queue.clone(),
             token,
+            self.lease_ms,
             marks_rx,
             results_rx,
             self.counters.clone(),
-        ));
-        let heartbeat_stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
-            self.queue.clone(),
-            token,
-            self.lease_ms,
-            heartbeat_stop.clone(),
         ));
         // Stopped with `stop`, or by a sending task when the relay is unusable during a batch.
         let halt = stop.child_token();
@@ -334,7 +328,7 @@ impl Dispatcher {
             ..Pacing::default()
         };
         let claim_result = self
-            .claim_loop(opts, token, &mut pacing, &letters_tx, &halt)
+            .claim_patiently(opts, token, &mut pacing, &letters_tx, &halt)
             .await;
         match &pacing.pacer {
             Some(pacer) => {
@@ -365,10 +359,6 @@ impl Dispatcher {
         let recorded = journal
             .await
             .map_err(|e| WorkerError::Task(e.to_string()))?;
-        heartbeat_stop.cancel();
-        heartbeat
-            .await
-            .map_err(|e| WorkerError::Task(e.to_string()))?;
         summary.released = self.queue.release(&unstarted, self.queue.now()).await?;
         claim_result?;
         recorded?;
@@ -389,7 +379,10 @@ impl Dispatcher {
         Ok(summary)
     }
 
-    async fn claim_loop(
+    /// The claim loop, started again after a database error that may pass (a dropped
+    /// connection, a restarting server), after a growing wait: a continuous run waits as long as
+    /// it takes, a batch up to `BATCH_OUTAGE`.
+    async fn claim_patiently(
         &self,
         opts: &RunOptions,
         token: i64,
@@ -398,6 +391,38 @@ impl Dispatcher {
         stop: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let mut claimed_total: u64 = 0;
+        let mut outage = Outage::default();
+        loop {
+            let result = self
+                .claim_loop(opts, token, pacing, tx, stop, &mut claimed_total)
+                .await;
+            let Err(WorkerError::Queue(e)) = &result else {
+                return result;
+            };
+            if !e.is_transient() || (!opts.continuous && outage.lasted() > BATCH_OUTAGE) {
+                return result;
+            }
+            let wait = outage.next(e, "cannot claim letters");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // Whatever this worker knew of the lease on pacing may be stale now.
+            if pacing.pacer.is_some() {
+                pacing.valid_until = 0;
+            }
+        }
+    }
+
+    async fn claim_loop(
+        &self,
+        opts: &RunOptions,
+        token: i64,
+        pacing: &mut Pacing,
+        tx: &mpsc::Sender<ClaimedLetter>,
+        stop: &CancellationToken,
+        claimed_total: &mut u64,
+    ) -> Result<(), WorkerError> {
         let mut last_recovery = Instant::now();
         let recovery_every = Duration::from_millis((self.lease_ms / 3).max(1000) as u64);
         let campaign = opts.campaign.as_deref();
@@ -429,7 +454,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let remaining = opts.limit.map(|l| l.saturating_sub(claimed_total));
+            let remaining = opts.limit.map(|l| l.saturating_sub(*claimed_total));
             if remaining == Some(0) {
                 return Ok(());
             }
@@ -540,7 +565,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            claimed_total += batch.len() as u64;
+            *claimed_total += batch.len() as u64;
             self.counters
                 .claimed
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -919,17 +944,57 @@ async fn record(
     task.results.send(record).await.is_ok()
 }
 
-/// Extends this run's leases every third of their length until stopped.
-async fn heartbeat(queue: Queue, token: i64, lease_ms: i64, stop: CancellationToken) {
-    let every = Duration::from_millis((lease_ms / 3).max(500) as u64);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+/// Extends this run's leases to `lease_ms` from now.
+async fn extend_leases(queue: &Queue, token: i64, lease_ms: i64) {
+    if let Err(e) = queue.extend_leases(token, queue.now() + lease_ms).await {
+        tracing::error!(error = %e, "cannot extend leases");
+    }
+}
+
+/// A run of database errors that may pass: how long it has lasted, and how long to wait next
+/// (250 ms, doubling, at most 5 s). Logs its first error as a warning, then once a minute.
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+    wait: Duration,
+    logged: Option<Instant>,
+}
+
+/// How long a batch (`missive send`) waits for the database to come back before it stops.
+const BATCH_OUTAGE: Duration = Duration::from_secs(60);
+/// How long the journal tries a write again before the run stops (its letters' leases have
+/// long run out by then; the next run recovers them).
+const JOURNAL_OUTAGE: Duration = Duration::from_secs(300);
+
+impl Outage {
+    fn next(&mut self, error: &QueueError, what: &str) -> Duration {
+        let now = Instant::now();
+        self.since.get_or_insert(now);
+        if self
+            .logged
+            .is_none_or(|at| now - at > Duration::from_secs(60))
+        {
+            tracing::warn!(error = %error, "{what}; trying again until the database answers");
+            self.logged = Some(now);
         }
-        if let Err(e) = queue.extend_leases(token, queue.now() + lease_ms).await {
-            tracing::error!(error = %e, "cannot extend leases");
+        self.wait = (self.wait * 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
+        self.wait
+    }
+
+    fn lasted(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// The database answered again.
+    fn over(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                seconds = since.elapsed().as_secs_f64(),
+                "the database answers again"
+            );
         }
+        self.wait = Duration::ZERO;
+        self.logged = None;
     }
 }
 
@@ -939,15 +1004,20 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 const MAX_MARKS: usize = 256;
 const MAX_RESULTS: usize = 512;
 
-/// The run's one writer of what the sending tasks report: letters whose envelope is on its way
-/// (`claimed` -> `sending`) and finished attempts, many letters per transaction (the database
-/// has one writer, shared with the claims). A mark is urgent (its sending task waits for the
+/// The run's one writer of its letters: letters whose envelope is on its way (`claimed` ->
+/// `sending`), finished attempts, many letters per transaction (the database has one writer,
+/// shared with the claims), and every third of a lease, the run's leases extended (one writer,
+/// so the extension never waits on a journal write holding the same letters, or deadlocks
+/// with it). A write that fails for a reason that may pass (a dropped connection) is tried
+/// again as it was, the senders waiting for their marks meanwhile; a mark whose answer was lost
+/// is found in the queue. A mark is urgent (its sending task waits for the
 /// answer, and may transmit only if its lease still holds): it is written at once, with every
 /// result waiting at that moment. Results alone are not urgent (their letters are already in
 /// `sending`): they linger briefly after the first, to be written many at a time.
 async fn journal(
     queue: Queue,
     token: i64,
+    lease_ms: i64,
     mut marks_rx: mpsc::Receiver<MarkRequest>,
     mut results_rx: mpsc::Receiver<AttemptRecord>,
     counters: Arc<Counters>,
@@ -956,14 +1026,21 @@ async fn journal(
     let mut results: Vec<AttemptRecord> = Vec::with_capacity(MAX_RESULTS);
     let (mut marks_open, mut results_open) = (true, true);
     let mut failure = None;
+    let every = Duration::from_millis((lease_ms / 3).max(500) as u64);
+    let mut extend_at = tokio::time::Instant::now() + every;
     while marks_open || results_open {
-        // Wait for the first report.
+        // Wait for the first report, extending the leases when that is due.
         tokio::select! {
             biased;
             n = marks_rx.recv_many(&mut marks, MAX_MARKS), if marks_open => marks_open = n > 0,
             n = results_rx.recv_many(&mut results, MAX_RESULTS), if results_open => {
                 results_open = n > 0;
             }
+            _ = tokio::time::sleep_until(extend_at) => {}
+        }
+        if tokio::time::Instant::now() >= extend_at {
+            extend_leases(&queue, token, lease_ms).await;
+            extend_at = tokio::time::Instant::now() + every;
         }
         // Results alone: give them a moment for company (more results, or a mark).
         if marks.is_empty() && !results.is_empty() {
@@ -1002,7 +1079,39 @@ async fn journal(
             continue;
         }
         let ids: Vec<i64> = marks.iter().map(|(id, _)| *id).collect();
-        match queue.journal(token, &ids, &results, queue.now()).await {
+        let mut outage = Outage::default();
+        let written = loop {
+            match queue.journal(token, &ids, &results, queue.now()).await {
+                Ok((moved, n)) if outage.since.is_none() => break Ok((moved, n)),
+                Ok((mut moved, n)) => {
+                    outage.over();
+                    // A write tried before may have been committed with its answer lost: its
+                    // marks are ours already.
+                    let rest: Vec<i64> = ids
+                        .iter()
+                        .filter(|id| !moved.contains(id))
+                        .copied()
+                        .collect();
+                    match queue.sending_under(token, &rest).await {
+                        Ok(marked) => moved.extend(marked),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read back letters marked as sending")
+                        }
+                    }
+                    break Ok((moved, n));
+                }
+                Err(e) if e.is_transient() && outage.lasted() < JOURNAL_OUTAGE => {
+                    let wait = outage.next(&e, "cannot record letters as sending or their results");
+                    tokio::time::sleep(wait).await;
+                    if tokio::time::Instant::now() >= extend_at {
+                        extend_leases(&queue, token, lease_ms).await;
+                        extend_at = tokio::time::Instant::now() + every;
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match written {
             Ok((moved, _)) => {
                 for (id, reply) in marks.drain(..) {
                     let _ = reply.send(moved.contains(&id));
