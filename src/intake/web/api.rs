@@ -60,6 +60,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(e) if super::database_unavailable(e) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +76,9 @@ impl ApiError {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect::<serde_json::Map<_, _>>(),
             }),
+            ApiError::Internal(e) if super::database_unavailable(e) => {
+                json!({ "error": super::UNAVAILABLE, "retry": true })
+            }
             _ => json!({ "error": self.to_string() }),
         }
     }
@@ -80,8 +86,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let unavailable = matches!(&self, ApiError::Internal(e) if super::database_unavailable(e));
         if let ApiError::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "internal error in the API");
+            if unavailable {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the database did not answer an API call"
+                );
+            } else {
+                tracing::error!(error = format!("{e:#}"), "internal error in the API");
+            }
         }
         let mut response = json_response(self.status(), &self.body().to_string());
         match self {
@@ -94,6 +108,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ if unavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(5));
             }
             _ => {}
         }

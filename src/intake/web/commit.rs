@@ -23,8 +23,22 @@ const MAX_BATCH: usize = 256;
 type Job = (
     NewSignature,
     IntakeDetails,
-    oneshot::Sender<Result<Recorded, String>>,
+    oneshot::Sender<Result<Recorded, RecordFailed>>,
 );
+
+/// A batch that could not be written, as each of its requests is told.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("recording the signature: {message}")]
+pub(crate) struct RecordFailed {
+    message: String,
+    /// The database may answer in a moment (a dropped connection, a restarting server): the
+    /// supporter is asked to try again.
+    pub(crate) transient: bool,
+}
+
+/// Tries of one batch when the database's error may pass, and the wait before the second.
+const TRIES: u32 = 3;
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The handle requests use; the writing task ends when every handle is dropped.
 #[derive(Debug, Clone)]
@@ -70,7 +84,7 @@ impl GroupCommit {
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the signature writer has stopped"))?
-            .map_err(|e| anyhow::anyhow!("recording the signature: {e}"))
+            .map_err(anyhow::Error::new)
     }
 }
 
@@ -121,10 +135,25 @@ async fn write_batches(queue: Queue, mut rx: mpsc::Receiver<Job>) {
             details.push(detail);
             replies.push(reply);
         }
-        match queue
-            .record_signatures_with_details(&batch, &details, queue.now())
-            .await
-        {
+        // A dropped connection or a restarting server: the pool opens a new connection, so
+        // the batch is tried again before anyone is told to try again.
+        let mut tries = 0;
+        let mut wait = FIRST_WAIT;
+        let written = loop {
+            tries += 1;
+            match queue
+                .record_signatures_with_details(&batch, &details, queue.now())
+                .await
+            {
+                Err(e) if e.is_transient() && tries < TRIES => {
+                    tracing::warn!(error = %e, "cannot record signatures; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => break other,
+            }
+        };
+        match written {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
@@ -132,8 +161,12 @@ async fn write_batches(queue: Queue, mut rx: mpsc::Receiver<Job>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, signatures = batch.len(), "cannot record signatures");
+                let failed = RecordFailed {
+                    message: e.to_string(),
+                    transient: e.is_transient(),
+                };
                 for reply in replies {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(failed.clone()));
                 }
             }
         }

@@ -298,6 +298,28 @@ pub(crate) enum WebError {
     Internal(#[from] anyhow::Error),
 }
 
+/// What a supporter is told when the database did not answer.
+pub(crate) const UNAVAILABLE: &str =
+    "the service is briefly unavailable and nothing was recorded; please try again in a moment";
+
+/// Whether `e` is the database not answering for now (a dropped connection, a restarting
+/// server), not a fault of the request or of Missive.
+pub(crate) fn database_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::queue::QueueError>()
+            .is_some_and(|q| q.is_transient())
+            || cause
+                .downcast_ref::<commit::RecordFailed>()
+                .is_some_and(|f| f.transient)
+            || cause
+                .downcast_ref::<crate::intake::IntakeError>()
+                .is_some_and(
+                    |i| matches!(i, crate::intake::IntakeError::Queue(q) if q.is_transient()),
+                )
+    })
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -307,12 +329,22 @@ impl IntoResponse for WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::CrossOrigin => StatusCode::FORBIDDEN,
             WebError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Internal(e) if database_unavailable(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the database did not answer a request"
+                );
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "internal error in the web intake");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let message = self.to_string();
+        let message = match status {
+            StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE.to_owned(),
+            _ => self.to_string(),
+        };
         let page = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -327,6 +359,10 @@ impl IntoResponse for WebError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5));
         }
         response
     }
@@ -383,5 +419,42 @@ pub async fn housekeeping(state: AppState, stop: CancellationToken) {
             }
         }
         round += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueError;
+
+    fn dropped() -> QueueError {
+        QueueError::Database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))
+    }
+
+    #[test]
+    fn a_database_that_may_answer_again_is_unavailable_not_an_internal_error() {
+        assert!(database_unavailable(&anyhow::Error::new(dropped())));
+        assert!(database_unavailable(&anyhow::Error::new(
+            crate::intake::IntakeError::Queue(dropped())
+        )));
+        assert!(database_unavailable(
+            &anyhow::Error::new(QueueError::Database(sqlx::Error::PoolTimedOut))
+                .context("recording")
+        ));
+        assert!(!database_unavailable(&anyhow::Error::new(
+            QueueError::Database(sqlx::Error::RowNotFound)
+        )));
+        assert!(!database_unavailable(&anyhow::anyhow!("a template failed")));
+    }
+
+    #[test]
+    fn a_supporter_is_asked_to_try_again_when_the_database_does_not_answer() {
+        let response = WebError::Internal(anyhow::Error::new(dropped())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let response = WebError::Internal(anyhow::anyhow!("a bug")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
